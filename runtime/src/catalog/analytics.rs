@@ -28,6 +28,6 @@ pub struct TrackingLogData {
 #[openedx_event("org.openedx.analytics.tracking.event.emitted.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrackingEventEmitted {
-    /// The event data (Python `TrackingLogData`).
+    /// The tracking-log event.
     pub tracking_log: TrackingLogData,
 }

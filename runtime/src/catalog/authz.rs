@@ -28,7 +28,7 @@ pub struct RoleAssignmentData {
 #[openedx_event("org.openedx.authz.role_assignment.created")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct RoleAssignmentCreated {
-    /// The event data (Python `RoleAssignmentData`).
+    /// The role assignment concerned.
     pub role_assignment: RoleAssignmentData,
 }
 
@@ -39,6 +39,6 @@ pub struct RoleAssignmentCreated {
 #[openedx_event("org.openedx.authz.role_assignment.deleted")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct RoleAssignmentDeleted {
-    /// The event data (Python `RoleAssignmentData`).
+    /// The role assignment concerned.
     pub role_assignment: RoleAssignmentData,
 }

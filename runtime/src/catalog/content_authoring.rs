@@ -140,7 +140,7 @@ pub struct LibraryContainerData {
 #[openedx_event("org.openedx.content_authoring.course.catalog_info.changed.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct CourseCatalogInfoChanged {
-    /// The event data (Python `CourseCatalogData`).
+    /// Catalog information of the course.
     pub catalog_info: CourseCatalogData,
 }
 
@@ -152,7 +152,7 @@ pub struct CourseCatalogInfoChanged {
 #[openedx_event("org.openedx.content_authoring.xblock.created.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct XBlockCreated {
-    /// The event data (Python `XBlockData`).
+    /// The XBlock concerned.
     pub xblock_info: XBlockData,
 }
 
@@ -164,7 +164,7 @@ pub struct XBlockCreated {
 #[openedx_event("org.openedx.content_authoring.xblock.updated.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct XBlockUpdated {
-    /// The event data (Python `XBlockData`).
+    /// The XBlock concerned.
     pub xblock_info: XBlockData,
 }
 
@@ -179,7 +179,7 @@ pub struct XBlockUpdated {
 #[openedx_event("org.openedx.content_authoring.xblock.published.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct XBlockPublished {
-    /// The event data (Python `XBlockData`).
+    /// The XBlock concerned.
     pub xblock_info: XBlockData,
 }
 
@@ -191,7 +191,7 @@ pub struct XBlockPublished {
 #[openedx_event("org.openedx.content_authoring.xblock.deleted.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct XBlockDeleted {
-    /// The event data (Python `XBlockData`).
+    /// The XBlock concerned.
     pub xblock_info: XBlockData,
 }
 
@@ -203,7 +203,7 @@ pub struct XBlockDeleted {
 #[openedx_event("org.openedx.content_authoring.xblock.duplicated.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct XBlockDuplicated {
-    /// The event data (Python `DuplicatedXBlockData`).
+    /// The XBlock concerned.
     pub xblock_info: DuplicatedXBlockData,
 }
 
@@ -214,7 +214,7 @@ pub struct XBlockDuplicated {
 #[openedx_event("org.openedx.content_authoring.course.created.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct CourseCreated {
-    /// The event data (Python `CourseData`).
+    /// The course concerned.
     pub course: CourseData,
 }
 
@@ -225,7 +225,7 @@ pub struct CourseCreated {
 #[openedx_event("org.openedx.content_authoring.content_library.created.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct ContentLibraryCreated {
-    /// The event data (Python `ContentLibraryData`).
+    /// The library concerned.
     pub content_library: ContentLibraryData,
 }
 
@@ -240,7 +240,7 @@ pub struct ContentLibraryCreated {
 #[openedx_event("org.openedx.content_authoring.content_library.updated.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct ContentLibraryUpdated {
-    /// The event data (Python `ContentLibraryData`).
+    /// The library concerned.
     pub content_library: ContentLibraryData,
 }
 
@@ -251,7 +251,7 @@ pub struct ContentLibraryUpdated {
 #[openedx_event("org.openedx.content_authoring.content_library.deleted.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct ContentLibraryDeleted {
-    /// The event data (Python `ContentLibraryData`).
+    /// The library concerned.
     pub content_library: ContentLibraryData,
 }
 
@@ -262,7 +262,7 @@ pub struct ContentLibraryDeleted {
 #[openedx_event("org.openedx.content_authoring.library_block.created.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct LibraryBlockCreated {
-    /// The event data (Python `LibraryBlockData`).
+    /// The library block concerned.
     pub library_block: LibraryBlockData,
 }
 
@@ -273,7 +273,7 @@ pub struct LibraryBlockCreated {
 #[openedx_event("org.openedx.content_authoring.library_block.updated.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct LibraryBlockUpdated {
-    /// The event data (Python `LibraryBlockData`).
+    /// The library block concerned.
     pub library_block: LibraryBlockData,
 }
 
@@ -284,7 +284,7 @@ pub struct LibraryBlockUpdated {
 #[openedx_event("org.openedx.content_authoring.library_block.deleted.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct LibraryBlockDeleted {
-    /// The event data (Python `LibraryBlockData`).
+    /// The library block concerned.
     pub library_block: LibraryBlockData,
 }
 
@@ -295,7 +295,7 @@ pub struct LibraryBlockDeleted {
 #[openedx_event("org.openedx.content_authoring.library_block.published.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct LibraryBlockPublished {
-    /// The event data (Python `LibraryBlockData`).
+    /// The library block concerned.
     pub library_block: LibraryBlockData,
 }
 
@@ -307,7 +307,7 @@ pub struct LibraryBlockPublished {
 #[openedx_event("org.openedx.content_authoring.content.object.associations.changed.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct ContentObjectAssociationsChanged {
-    /// The event data (Python `ContentObjectChangedData`).
+    /// The content concerned.
     pub content_object: ContentObjectChangedData,
 }
 
@@ -319,7 +319,7 @@ pub struct ContentObjectAssociationsChanged {
 #[openedx_event("org.openedx.content_authoring.content.object.tags.changed.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct ContentObjectTagsChanged {
-    /// The event data (Python `ContentObjectData`).
+    /// The content concerned.
     pub content_object: ContentObjectData,
 }
 
@@ -330,7 +330,7 @@ pub struct ContentObjectTagsChanged {
 #[openedx_event("org.openedx.content_authoring.content_library.collection.created.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct LibraryCollectionCreated {
-    /// The event data (Python `LibraryCollectionData`).
+    /// The collection concerned.
     pub library_collection: LibraryCollectionData,
 }
 
@@ -341,7 +341,7 @@ pub struct LibraryCollectionCreated {
 #[openedx_event("org.openedx.content_authoring.content_library.collection.updated.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct LibraryCollectionUpdated {
-    /// The event data (Python `LibraryCollectionData`).
+    /// The collection concerned.
     pub library_collection: LibraryCollectionData,
 }
 
@@ -352,7 +352,7 @@ pub struct LibraryCollectionUpdated {
 #[openedx_event("org.openedx.content_authoring.content_library.collection.deleted.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct LibraryCollectionDeleted {
-    /// The event data (Python `LibraryCollectionData`).
+    /// The collection concerned.
     pub library_collection: LibraryCollectionData,
 }
 
@@ -363,7 +363,7 @@ pub struct LibraryCollectionDeleted {
 #[openedx_event("org.openedx.content_authoring.content_library.container.created.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct LibraryContainerCreated {
-    /// The event data (Python `LibraryContainerData`).
+    /// The container concerned.
     pub library_container: LibraryContainerData,
 }
 
@@ -374,7 +374,7 @@ pub struct LibraryContainerCreated {
 #[openedx_event("org.openedx.content_authoring.content_library.container.updated.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct LibraryContainerUpdated {
-    /// The event data (Python `LibraryContainerData`).
+    /// The container concerned.
     pub library_container: LibraryContainerData,
 }
 
@@ -385,7 +385,7 @@ pub struct LibraryContainerUpdated {
 #[openedx_event("org.openedx.content_authoring.content_library.container.deleted.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct LibraryContainerDeleted {
-    /// The event data (Python `LibraryContainerData`).
+    /// The container concerned.
     pub library_container: LibraryContainerData,
 }
 
@@ -397,7 +397,7 @@ pub struct LibraryContainerDeleted {
 #[openedx_event("org.openedx.content_authoring.content_library.container.published.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct LibraryContainerPublished {
-    /// The event data (Python `LibraryContainerData`).
+    /// The container concerned.
     pub library_container: LibraryContainerData,
 }
 
@@ -408,7 +408,7 @@ pub struct LibraryContainerPublished {
 #[openedx_event("org.openedx.content_authoring.course.import.completed.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct CourseImportCompleted {
-    /// The event data (Python `CourseData`).
+    /// The course concerned.
     pub course: CourseData,
 }
 
@@ -419,6 +419,6 @@ pub struct CourseImportCompleted {
 #[openedx_event("org.openedx.content_authoring.course.rerun.completed.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct CourseRerunCompleted {
-    /// The event data (Python `CourseData`).
+    /// The course concerned.
     pub course: CourseData,
 }

@@ -157,7 +157,7 @@ pub struct EnterpriseGroup {
 #[openedx_event("org.openedx.enterprise.subsidy.redeemed.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct SubsidyRedeemed {
-    /// The event data (Python `SubsidyRedemption`).
+    /// The subsidy redemption concerned.
     pub redemption: SubsidyRedemption,
 }
 
@@ -169,7 +169,7 @@ pub struct SubsidyRedeemed {
 #[openedx_event("org.openedx.enterprise.subsidy.redemption-reversed.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct SubsidyRedemptionReversed {
-    /// The event data (Python `SubsidyRedemption`).
+    /// The subsidy redemption concerned.
     pub redemption: SubsidyRedemption,
 }
 
@@ -180,7 +180,7 @@ pub struct SubsidyRedemptionReversed {
 #[openedx_event("org.openedx.enterprise.subsidy_ledger_transaction.created.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct LedgerTransactionCreated {
-    /// The event data (Python `LedgerTransaction`).
+    /// The transaction concerned.
     pub ledger_transaction: LedgerTransaction,
 }
 
@@ -191,7 +191,7 @@ pub struct LedgerTransactionCreated {
 #[openedx_event("org.openedx.enterprise.subsidy_ledger_transaction.committed.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct LedgerTransactionCommitted {
-    /// The event data (Python `LedgerTransaction`).
+    /// The transaction concerned.
     pub ledger_transaction: LedgerTransaction,
 }
 
@@ -202,7 +202,7 @@ pub struct LedgerTransactionCommitted {
 #[openedx_event("org.openedx.enterprise.subsidy_ledger_transaction.failed.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct LedgerTransactionFailed {
-    /// The event data (Python `LedgerTransaction`).
+    /// The transaction concerned.
     pub ledger_transaction: LedgerTransaction,
 }
 
@@ -213,7 +213,7 @@ pub struct LedgerTransactionFailed {
 #[openedx_event("org.openedx.enterprise.subsidy_ledger_transaction.reversed.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct LedgerTransactionReversed {
-    /// The event data (Python `LedgerTransaction`).
+    /// The transaction concerned.
     pub ledger_transaction: LedgerTransaction,
 }
 
@@ -225,7 +225,7 @@ pub struct LedgerTransactionReversed {
 #[openedx_event("org.openedx.enterprise.learner_credit_course_enrollment.revoked.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct LearnerCreditCourseEnrollmentRevoked {
-    /// The event data (Python `LearnerCreditEnterpriseCourseEnrollment`).
+    /// The enrollment concerned.
     pub learner_credit_course_enrollment: LearnerCreditEnterpriseCourseEnrollment,
 }
 
@@ -236,6 +236,6 @@ pub struct LearnerCreditCourseEnrollmentRevoked {
 #[openedx_event("org.openedx.enterprise.enterprise_group.deleted.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct EnterpriseGroupDeleted {
-    /// The event data (Python `EnterpriseGroup`).
+    /// The group concerned.
     pub enterprise_group: EnterpriseGroup,
 }

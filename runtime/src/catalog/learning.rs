@@ -450,7 +450,7 @@ pub struct LtiProviderLaunchData {
 #[openedx_event("org.openedx.learning.student.registration.completed.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct StudentRegistrationCompleted {
-    /// The event data (Python `UserData`).
+    /// The user concerned.
     pub user: UserData,
 }
 
@@ -462,7 +462,7 @@ pub struct StudentRegistrationCompleted {
 #[openedx_event("org.openedx.learning.auth.session.login.completed.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct SessionLoginCompleted {
-    /// The event data (Python `UserData`).
+    /// The user concerned.
     pub user: UserData,
 }
 
@@ -474,7 +474,7 @@ pub struct SessionLoginCompleted {
 #[openedx_event("org.openedx.learning.course.enrollment.created.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct CourseEnrollmentCreated {
-    /// The event data (Python `CourseEnrollmentData`).
+    /// The enrollment concerned.
     pub enrollment: CourseEnrollmentData,
 }
 
@@ -486,7 +486,7 @@ pub struct CourseEnrollmentCreated {
 #[openedx_event("org.openedx.learning.course.enrollment.changed.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct CourseEnrollmentChanged {
-    /// The event data (Python `CourseEnrollmentData`).
+    /// The enrollment concerned.
     pub enrollment: CourseEnrollmentData,
 }
 
@@ -498,7 +498,7 @@ pub struct CourseEnrollmentChanged {
 #[openedx_event("org.openedx.learning.course.unenrollment.completed.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct CourseUnenrollmentCompleted {
-    /// The event data (Python `CourseEnrollmentData`).
+    /// The enrollment concerned.
     pub enrollment: CourseEnrollmentData,
 }
 
@@ -510,7 +510,7 @@ pub struct CourseUnenrollmentCompleted {
 #[openedx_event("org.openedx.learning.certificate.created.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct CertificateCreated {
-    /// The event data (Python `CertificateData`).
+    /// The course certificate concerned.
     pub certificate: CertificateData,
 }
 
@@ -522,7 +522,7 @@ pub struct CertificateCreated {
 #[openedx_event("org.openedx.learning.program.certificate.awarded.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProgramCertificateAwarded {
-    /// The event data (Python `ProgramCertificateData`).
+    /// The program certificate concerned.
     pub program_certificate: ProgramCertificateData,
 }
 
@@ -533,7 +533,7 @@ pub struct ProgramCertificateAwarded {
 #[openedx_event("org.openedx.learning.certificate.changed.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct CertificateChanged {
-    /// The event data (Python `CertificateData`).
+    /// The course certificate concerned.
     pub certificate: CertificateData,
 }
 
@@ -545,7 +545,7 @@ pub struct CertificateChanged {
 #[openedx_event("org.openedx.learning.certificate.revoked.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct CertificateRevoked {
-    /// The event data (Python `CertificateData`).
+    /// The course certificate concerned.
     pub certificate: CertificateData,
 }
 
@@ -557,7 +557,7 @@ pub struct CertificateRevoked {
 #[openedx_event("org.openedx.learning.program.certificate.revoked.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProgramCertificateRevoked {
-    /// The event data (Python `ProgramCertificateData`).
+    /// The program certificate concerned.
     pub program_certificate: ProgramCertificateData,
 }
 
@@ -568,7 +568,7 @@ pub struct ProgramCertificateRevoked {
 #[openedx_event("org.openedx.learning.cohort_membership.changed.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct CohortMembershipChanged {
-    /// The event data (Python `CohortData`).
+    /// The cohort membership concerned.
     pub cohort: CohortData,
 }
 
@@ -582,7 +582,7 @@ pub struct CohortMembershipChanged {
 #[openedx_event("org.openedx.learning.discussions.configuration.changed.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct CourseDiscussionsChanged {
-    /// The event data (Python `CourseDiscussionConfigurationData`).
+    /// The new discussion configuration of the course.
     pub configuration: CourseDiscussionConfigurationData,
 }
 
@@ -593,7 +593,7 @@ pub struct CourseDiscussionsChanged {
 #[openedx_event("org.openedx.learning.course.persistent_grade_summary.changed.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct PersistentGradeSummaryChanged {
-    /// The event data (Python `PersistentCourseGradeData`).
+    /// The user's course grade.
     pub grade: PersistentCourseGradeData,
 }
 
@@ -605,7 +605,7 @@ pub struct PersistentGradeSummaryChanged {
 #[openedx_event("org.openedx.learning.xblock.skill.verified.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct XBlockSkillVerified {
-    /// The event data (Python `XBlockSkillVerificationData`).
+    /// The XBlock concerned.
     pub xblock_info: XBlockSkillVerificationData,
 }
 
@@ -619,7 +619,7 @@ pub struct XBlockSkillVerified {
 #[openedx_event("org.openedx.learning.user.notification.requested.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct UserNotificationRequested {
-    /// The event data (Python `UserNotificationData`).
+    /// What to notify, and to whom.
     pub notification_data: UserNotificationData,
 }
 
@@ -630,7 +630,7 @@ pub struct UserNotificationRequested {
 #[openedx_event("org.openedx.learning.exam.attempt.submitted.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExamAttemptSubmitted {
-    /// The event data (Python `ExamAttemptData`).
+    /// The exam attempt concerned.
     pub exam_attempt: ExamAttemptData,
 }
 
@@ -641,7 +641,7 @@ pub struct ExamAttemptSubmitted {
 #[openedx_event("org.openedx.learning.exam.attempt.rejected.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExamAttemptRejected {
-    /// The event data (Python `ExamAttemptData`).
+    /// The exam attempt concerned.
     pub exam_attempt: ExamAttemptData,
 }
 
@@ -652,7 +652,7 @@ pub struct ExamAttemptRejected {
 #[openedx_event("org.openedx.learning.exam.attempt.verified.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExamAttemptVerified {
-    /// The event data (Python `ExamAttemptData`).
+    /// The exam attempt concerned.
     pub exam_attempt: ExamAttemptData,
 }
 
@@ -663,7 +663,7 @@ pub struct ExamAttemptVerified {
 #[openedx_event("org.openedx.learning.exam.attempt.errored.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExamAttemptErrored {
-    /// The event data (Python `ExamAttemptData`).
+    /// The exam attempt concerned.
     pub exam_attempt: ExamAttemptData,
 }
 
@@ -674,7 +674,7 @@ pub struct ExamAttemptErrored {
 #[openedx_event("org.openedx.learning.exam.attempt.reset.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExamAttemptReset {
-    /// The event data (Python `ExamAttemptData`).
+    /// The exam attempt concerned.
     pub exam_attempt: ExamAttemptData,
 }
 
@@ -685,7 +685,7 @@ pub struct ExamAttemptReset {
 #[openedx_event("org.openedx.learning.user.course_access_role.added.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct CourseAccessRoleAdded {
-    /// The event data (Python `CourseAccessRoleData`).
+    /// The course access role concerned.
     pub course_access_role_data: CourseAccessRoleData,
 }
 
@@ -697,7 +697,7 @@ pub struct CourseAccessRoleAdded {
 #[openedx_event("org.openedx.learning.user.course_access_role.removed.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct CourseAccessRoleRemoved {
-    /// The event data (Python `CourseAccessRoleData`).
+    /// The course access role concerned.
     pub course_access_role_data: CourseAccessRoleData,
 }
 
@@ -711,7 +711,7 @@ pub struct CourseAccessRoleRemoved {
 #[openedx_event("org.openedx.learning.forum.thread.created.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct ForumThreadCreated {
-    /// The event data (Python `DiscussionThreadData`).
+    /// The post concerned.
     pub thread: DiscussionThreadData,
 }
 
@@ -725,7 +725,7 @@ pub struct ForumThreadCreated {
 #[openedx_event("org.openedx.learning.forum.thread.response.created.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct ForumThreadResponseCreated {
-    /// The event data (Python `DiscussionThreadData`).
+    /// The post concerned.
     pub thread: DiscussionThreadData,
 }
 
@@ -739,7 +739,7 @@ pub struct ForumThreadResponseCreated {
 #[openedx_event("org.openedx.learning.forum.thread.response.comment.created.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct ForumResponseCommentCreated {
-    /// The event data (Python `DiscussionThreadData`).
+    /// The post concerned.
     pub thread: DiscussionThreadData,
 }
 
@@ -753,7 +753,7 @@ pub struct ForumResponseCommentCreated {
 #[openedx_event("org.openedx.learning.course.notification.requested.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct CourseNotificationRequested {
-    /// The event data (Python `CourseNotificationData`).
+    /// What to notify, and to whom.
     pub course_notification_data: CourseNotificationData,
 }
 
@@ -767,7 +767,7 @@ pub struct CourseNotificationRequested {
 #[openedx_event("org.openedx.learning.ora.submission.created.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct OraSubmissionCreated {
-    /// The event data (Python `ORASubmissionData`).
+    /// The submission.
     pub submission: ORASubmissionData,
 }
 
@@ -778,7 +778,7 @@ pub struct OraSubmissionCreated {
 #[openedx_event("org.openedx.learning.course.passing.status.updated.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct CoursePassingStatusUpdated {
-    /// The event data (Python `CoursePassingStatusData`).
+    /// The user's new passing status.
     pub course_passing_status: CoursePassingStatusData,
 }
 
@@ -789,7 +789,7 @@ pub struct CoursePassingStatusUpdated {
 #[openedx_event("org.openedx.learning.ccx.course.passing.status.updated.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct CcxCoursePassingStatusUpdated {
-    /// The event data (Python `CcxCoursePassingStatusData`).
+    /// The user's new passing status.
     pub course_passing_status: CcxCoursePassingStatusData,
 }
 
@@ -800,7 +800,7 @@ pub struct CcxCoursePassingStatusUpdated {
 #[openedx_event("org.openedx.learning.badge.awarded.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct BadgeAwarded {
-    /// The event data (Python `BadgeData`).
+    /// The badge concerned.
     pub badge: BadgeData,
 }
 
@@ -811,7 +811,7 @@ pub struct BadgeAwarded {
 #[openedx_event("org.openedx.learning.badge.revoked.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct BadgeRevoked {
-    /// The event data (Python `BadgeData`).
+    /// The badge concerned.
     pub badge: BadgeData,
 }
 
@@ -822,7 +822,7 @@ pub struct BadgeRevoked {
 #[openedx_event("org.openedx.learning.idv_attempt.created.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct IdvAttemptCreated {
-    /// The event data (Python `VerificationAttemptData`).
+    /// The verification attempt concerned.
     pub idv_attempt: VerificationAttemptData,
 }
 
@@ -833,7 +833,7 @@ pub struct IdvAttemptCreated {
 #[openedx_event("org.openedx.learning.idv_attempt.pending.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct IdvAttemptPending {
-    /// The event data (Python `VerificationAttemptData`).
+    /// The verification attempt concerned.
     pub idv_attempt: VerificationAttemptData,
 }
 
@@ -844,7 +844,7 @@ pub struct IdvAttemptPending {
 #[openedx_event("org.openedx.learning.idv_attempt.approved.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct IdvAttemptApproved {
-    /// The event data (Python `VerificationAttemptData`).
+    /// The verification attempt concerned.
     pub idv_attempt: VerificationAttemptData,
 }
 
@@ -855,7 +855,7 @@ pub struct IdvAttemptApproved {
 #[openedx_event("org.openedx.learning.idv_attempt.denied.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct IdvAttemptDenied {
-    /// The event data (Python `VerificationAttemptData`).
+    /// The verification attempt concerned.
     pub idv_attempt: VerificationAttemptData,
 }
 
@@ -865,6 +865,6 @@ pub struct IdvAttemptDenied {
 #[openedx_event("org.openedx.learning.lti_provider.launch.success.v1")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct LtiProviderLaunchSuccess {
-    /// The event data (Python `LtiProviderLaunchData`).
+    /// Details of the launch.
     pub launch_data: LtiProviderLaunchData,
 }
