@@ -1,0 +1,215 @@
+//! Code generation for `#[openedx_event]` and `#[derive(EventData)]`: small impls
+//! that call into `openedx_events::__private`.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::DeriveInput;
+
+use crate::ast::{self, Record};
+use crate::{attr, valid};
+
+/// `#[derive(EventData)]`.
+pub fn data(input: DeriveInput) -> syn::Result<TokenStream> {
+    let record = Record::from_input(&input, "#[derive(EventData)]")?;
+    let name = attr::record_name(&input.attrs)?.map_or_else(|| record.ident.to_string(), |l| l.value());
+    let ident = record.ident;
+    let common = record_impls(&record, &name);
+    Ok(quote! {
+        #common
+        impl ::openedx_events::__private::EventField for #ident {
+            const SHAPE: ::openedx_events::__private::Shape = ::openedx_events::__private::Shape::Record(#name);
+            fn avro_schema(cx: &mut ::openedx_events::__private::SchemaContext) -> ::openedx_events::__private::serde_json::Value {
+                ::openedx_events::__private::avro_record_schema::<Self>(cx)
+            }
+            fn serialize_field<S: ::openedx_events::__private::serde::Serializer>(&self, serializer: S) -> ::std::result::Result<S::Ok, S::Error> {
+                ::openedx_events::__private::serde::Serialize::serialize(self, serializer)
+            }
+            fn deserialize_field<'de, D: ::openedx_events::__private::serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+                <Self as ::openedx_events::__private::serde::Deserialize>::deserialize(deserializer)
+            }
+            fn resolve_key(field: &'static str, path: &[&str]) -> ::std::result::Result<::openedx_events::__private::ResolvedKey<Self>, ::openedx_events::__private::KeyPathError> {
+                ::openedx_events::__private::record_key::<Self>(field, path)
+            }
+        }
+    })
+}
+
+/// `#[openedx_event("...")]`.
+pub fn event(args: TokenStream, input: DeriveInput) -> syn::Result<TokenStream> {
+    let args = attr::event_args(args)?;
+    let event_type = valid::event_type(&args.event_type)?;
+    let record = Record::from_input(&input, "an #[openedx_event] type")?;
+    if let Some(a) = input.attrs.iter().find(|a| a.path().is_ident("event_data")) {
+        return Err(syn::Error::new_spanned(
+            a,
+            "#[event_data] does not apply to an event: its Avro record is always `CloudEvent`",
+        ));
+    }
+    let ident = record.ident;
+    let vis = record.vis;
+    let minor = match &args.minor_version {
+        Some(l) => l.base10_parse::<u32>()?,
+        None => 0,
+    };
+    let description = attr::first_paragraph(&record.doc);
+    let alias = format_ident!("{}", valid::alias_name(&event_type), span = args.event_type.span());
+    let common = record_impls(&record, "CloudEvent");
+    let rust_type = ident.to_string();
+    Ok(quote! {
+        #input
+        #common
+        impl ::openedx_events::__private::OpenEdxEvent for #ident {
+            const EVENT_TYPE: &'static str = #event_type;
+            const MINOR_VERSION: u32 = #minor;
+            const DESCRIPTION: &'static str = #description;
+            fn signal() -> &'static ::openedx_events::__private::Signal<Self> {
+                static SIGNAL: ::openedx_events::__private::Signal<#ident> = ::openedx_events::__private::Signal::new();
+                &SIGNAL
+            }
+            fn avro_schema() -> &'static ::openedx_events::avro::EventSchema {
+                static SCHEMA: ::openedx_events::__private::SchemaCell = ::openedx_events::__private::SchemaCell::new();
+                SCHEMA.get::<Self>()
+            }
+        }
+        ::openedx_events::__private::inventory::submit! {
+            ::openedx_events::__private::EventDescriptor::new::<#ident>(::std::concat!(::std::module_path!(), "::", #rust_type))
+        }
+        /// Names this event by its type string for `producer_config!`.
+        #[doc(hidden)]
+        #[allow(non_camel_case_types)]
+        #vis type #alias = #ident;
+    })
+}
+
+/// The impls shared by events and data records: field checks, serde, record info.
+fn record_impls(record: &Record, record_name: &str) -> TokenStream {
+    let ident = record.ident;
+    let ident_str = ident.to_string();
+    let n = record.fields.len();
+    let names: Vec<&str> = record.fields.iter().map(|f| f.name.as_str()).collect();
+    let idents: Vec<_> = record.fields.iter().map(|f| f.ident).collect();
+    let tys: Vec<_> = record.fields.iter().map(|f| f.ty).collect();
+    let docs: Vec<&str> = record.fields.iter().map(|f| f.doc.as_str()).collect();
+    let ty_strs: Vec<String> = tys.iter().map(|t| quote!(#t).to_string().replace(' ', "")).collect();
+    let locals: Vec<_> = (0..n).map(|i| format_ident!("__f{}", i)).collect();
+    let variants: Vec<_> = (0..n).map(|i| format_ident!("F{}", i)).collect();
+    let indices: Vec<u64> = (0..n as u64).collect();
+
+    let asserts = tys.iter().map(|ty| {
+        quote_spanned! {ty.span()=>
+            const _: () = ::openedx_events::__private::assert_field::<#ty>();
+        }
+    });
+    let missing = record.fields.iter().zip(&locals).map(|(f, local)| {
+        let name = &f.name;
+        let ty = f.ty;
+        if ast::is_option(ty) {
+            quote! { let #local: #ty = match #local { ::std::option::Option::Some(v) => v, ::std::option::Option::None => ::std::option::Option::None }; }
+        } else {
+            quote! {
+                let #local: #ty = match #local {
+                    ::std::option::Option::Some(v) => v,
+                    ::std::option::Option::None => return ::std::result::Result::Err(<A::Error as ::openedx_events::__private::serde::de::Error>::missing_field(#name)),
+                };
+            }
+        }
+    });
+    let seq_reads = locals.iter().zip(&tys).enumerate().map(|(i, (local, ty))| {
+        quote! {
+            let #local: #ty = match seq.next_element::<::openedx_events::data::De<#ty>>()? {
+                ::std::option::Option::Some(v) => v.0,
+                ::std::option::Option::None => return ::std::result::Result::Err(
+                    <A::Error as ::openedx_events::__private::serde::de::Error>::invalid_length(#i, &self)),
+            };
+        }
+    });
+
+    quote! {
+        #(#asserts)*
+
+        impl ::openedx_events::__private::EventDataInfo for #ident {
+            const RECORD_NAME: &'static str = #record_name;
+            const FIELDS: &'static [::openedx_events::__private::FieldInfo] = &[
+                #(::openedx_events::__private::FieldInfo { name: #names, rust_type: #ty_strs, doc: #docs },)*
+            ];
+            fn avro_fields(cx: &mut ::openedx_events::__private::SchemaContext) -> ::std::vec::Vec<::openedx_events::__private::serde_json::Value> {
+                ::std::vec![#(::openedx_events::__private::avro_field_entry::<#tys>(#names, cx)),*]
+            }
+            fn resolve_key_path(path: &[&str]) -> ::std::result::Result<::openedx_events::__private::ResolvedKey<Self>, ::openedx_events::__private::KeyPathError> {
+                let (first, rest) = match path.split_first() {
+                    ::std::option::Option::Some(p) => p,
+                    ::std::option::Option::None => return ::std::result::Result::Err(::openedx_events::__private::KeyPathError::Empty { path: ::std::string::String::new() }),
+                };
+                match *first {
+                    #(#names => ::openedx_events::__private::key_through_field::<Self, #tys>(#names, rest, |s: &Self| &s.#idents),)*
+                    other => ::std::result::Result::Err(::openedx_events::__private::no_such_field::<Self>(other)),
+                }
+            }
+        }
+
+        impl ::openedx_events::__private::serde::Serialize for #ident {
+            fn serialize<S: ::openedx_events::__private::serde::Serializer>(&self, serializer: S) -> ::std::result::Result<S::Ok, S::Error> {
+                use ::openedx_events::__private::serde::ser::SerializeStruct as _;
+                let mut st = serializer.serialize_struct(#record_name, #n)?;
+                #(st.serialize_field(#names, &::openedx_events::data::Ser(&self.#idents))?;)*
+                st.end()
+            }
+        }
+
+        impl<'de> ::openedx_events::__private::serde::Deserialize<'de> for #ident {
+            fn deserialize<D: ::openedx_events::__private::serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+                #[allow(non_camel_case_types)]
+                enum Field { #(#variants,)* Ignore }
+                struct FieldVisitor;
+                impl<'de> ::openedx_events::__private::serde::de::Visitor<'de> for FieldVisitor {
+                    type Value = Field;
+                    fn expecting(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                        f.write_str("a field name")
+                    }
+                    fn visit_str<E: ::openedx_events::__private::serde::de::Error>(self, v: &str) -> ::std::result::Result<Field, E> {
+                        ::std::result::Result::Ok(match v { #(#names => Field::#variants,)* _ => Field::Ignore })
+                    }
+                    fn visit_u64<E: ::openedx_events::__private::serde::de::Error>(self, v: u64) -> ::std::result::Result<Field, E> {
+                        ::std::result::Result::Ok(match v { #(#indices => Field::#variants,)* _ => Field::Ignore })
+                    }
+                }
+                impl<'de> ::openedx_events::__private::serde::Deserialize<'de> for Field {
+                    fn deserialize<D: ::openedx_events::__private::serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+                        deserializer.deserialize_identifier(FieldVisitor)
+                    }
+                }
+                struct RecordVisitor;
+                impl<'de> ::openedx_events::__private::serde::de::Visitor<'de> for RecordVisitor {
+                    type Value = #ident;
+                    fn expecting(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                        f.write_str(::std::concat!("record ", #ident_str))
+                    }
+                    fn visit_seq<A: ::openedx_events::__private::serde::de::SeqAccess<'de>>(self, mut seq: A) -> ::std::result::Result<#ident, A::Error> {
+                        #(#seq_reads)*
+                        ::std::result::Result::Ok(#ident { #(#idents: #locals,)* })
+                    }
+                    fn visit_map<A: ::openedx_events::__private::serde::de::MapAccess<'de>>(self, mut map: A) -> ::std::result::Result<#ident, A::Error> {
+                        #(let mut #locals: ::std::option::Option<#tys> = ::std::option::Option::None;)*
+                        while let ::std::option::Option::Some(key) = map.next_key::<Field>()? {
+                            match key {
+                                #(Field::#variants => {
+                                    if #locals.is_some() {
+                                        return ::std::result::Result::Err(<A::Error as ::openedx_events::__private::serde::de::Error>::duplicate_field(#names));
+                                    }
+                                    #locals = ::std::option::Option::Some(map.next_value::<::openedx_events::data::De<#tys>>()?.0);
+                                })*
+                                Field::Ignore => {
+                                    map.next_value::<::openedx_events::__private::serde::de::IgnoredAny>()?;
+                                }
+                            }
+                        }
+                        #(#missing)*
+                        ::std::result::Result::Ok(#ident { #(#idents: #locals,)* })
+                    }
+                }
+                deserializer.deserialize_struct(#record_name, &[#(#names),*], RecordVisitor)
+            }
+        }
+    }
+}

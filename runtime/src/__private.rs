@@ -1,0 +1,87 @@
+//! Support for the code the macros expand to. Not public API.
+
+pub use inventory;
+pub use serde;
+pub use serde_json;
+
+pub use crate::avro::SchemaCell;
+pub use crate::bus::{compiled_route, CompiledConfig};
+pub use crate::data::{
+    avro_field_entry, avro_record_schema, deserialize_from_str, key_through_field, no_such_field, record_key,
+    string_key, EventDataInfo, EventField, FieldInfo, KeyField, ResolvedKey, SchemaContext, Shape,
+};
+pub use crate::event::{EventDescriptor, JsonDataError, OpenEdxEvent};
+pub use crate::key::{EventKey, KeyPathError};
+pub use crate::signal::Signal;
+
+use serde::{Deserializer, Serializer};
+
+/// `#[serde(with = "...::field")]` target: (de)serializes through [`EventField`].
+pub mod field {
+    use super::*;
+
+    pub fn serialize<T: EventField, S: Serializer>(value: &T, serializer: S) -> Result<S::Ok, S::Error> {
+        value.serialize_field(serializer)
+    }
+
+    pub fn deserialize<'de, T: EventField, D: Deserializer<'de>>(deserializer: D) -> Result<T, D::Error> {
+        T::deserialize_field(deserializer)
+    }
+}
+
+/// Checks at compile time that a field type is supported (the error points at the type).
+pub const fn assert_field<T: EventField>() {}
+
+/// Checks at compile time that a key path ends on a scalar (the error points at the path).
+pub fn key_of<T: KeyField>(value: &T) -> Option<EventKey> {
+    value.event_key()
+}
+
+/// A record, or an optional record, that an `event_key_field` path can go through.
+#[diagnostic::on_unimplemented(
+    message = "`event_key_field` cannot go through `{Self}`: it has no fields",
+    label = "this segment is not a record",
+    note = "each segment but the last must name a record field (a struct with #[derive(EventData)], or an Option of one)"
+)]
+pub trait Navigate {
+    /// The record reached.
+    type Record;
+    /// The record, `None` when an optional record is absent.
+    fn navigate(&self) -> Option<&Self::Record>;
+}
+
+impl<T: EventDataInfo> Navigate for T {
+    type Record = T;
+    fn navigate(&self) -> Option<&T> {
+        Some(self)
+    }
+}
+
+impl<T: EventDataInfo> Navigate for Option<T> {
+    type Record = T;
+    fn navigate(&self) -> Option<&T> {
+        self.as_ref()
+    }
+}
+
+/// Goes one step down an `event_key_field` path.
+pub fn nav<T: Navigate>(value: &T) -> Option<&T::Record> {
+    value.navigate()
+}
+
+/// First paragraph of a doc comment, on one line.
+pub const fn doc_first_line(doc: &'static str) -> &'static str {
+    doc
+}
+
+/// Reads event data from a JSON value, naming the path of a bad value.
+pub fn from_json_value<E: OpenEdxEvent>(json: &serde_json::Value) -> Result<E, JsonDataError> {
+    serde_path_to_error::deserialize(json).map_err(|e| JsonDataError {
+        event_type: E::EVENT_TYPE,
+        message: if e.path().to_string() == "." {
+            e.inner().to_string()
+        } else {
+            format!("at {}: {}", e.path(), e.inner())
+        },
+    })
+}

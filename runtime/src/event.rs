@@ -1,0 +1,372 @@
+//! The event trait and the registry of every event type in the binary.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use futures::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::avro::{DecodeError, EncodeError, EventSchema};
+use crate::data::{EventDataInfo, FieldInfo};
+use crate::key::{EventKey, KeyPathError};
+use crate::metadata::EventMetadata;
+use crate::signal::{ReceiverId, Response, SendError, SendMode, Signal};
+
+/// An Open edX event: implemented by `#[openedx_event("...")]`.
+///
+/// ```
+/// use openedx_events::{openedx_event, OpenEdxEvent};
+/// /// Sent when a widget is made.
+/// #[openedx_event("org.openedx.learning.widget.created.v1", minor_version = 2)]
+/// #[derive(Clone, Debug)]
+/// pub struct WidgetCreated {
+///     /// The widget's name.
+///     pub name: String,
+/// }
+/// assert_eq!(WidgetCreated::EVENT_TYPE, "org.openedx.learning.widget.created.v1");
+/// assert_eq!(WidgetCreated::MINOR_VERSION, 2);
+/// assert!(openedx_events::registry::find("org.openedx.learning.widget.created.v1").is_some());
+/// ```
+pub trait OpenEdxEvent: EventDataInfo + Serialize + DeserializeOwned + fmt::Debug + Send + Sync + 'static {
+    /// The event type string.
+    const EVENT_TYPE: &'static str;
+    /// The minor version of the definition.
+    const MINOR_VERSION: u32;
+    /// The first paragraph of the struct's doc comment.
+    const DESCRIPTION: &'static str;
+
+    /// The signal of this event type.
+    fn signal() -> &'static Signal<Self>;
+
+    /// The Avro schema, computed on first use.
+    fn avro_schema() -> &'static EventSchema;
+}
+
+/// Registry entry of one event type, submitted through `inventory` by the attribute.
+pub struct EventDescriptor {
+    /// The event type string.
+    pub event_type: &'static str,
+    /// The Rust type's path, for messages.
+    pub rust_type: &'static str,
+    ops: fn() -> &'static dyn EventOps,
+}
+
+inventory::collect!(EventDescriptor);
+
+impl EventDescriptor {
+    #[doc(hidden)]
+    pub const fn new<E: OpenEdxEvent>(rust_type: &'static str) -> Self {
+        Self {
+            event_type: E::EVENT_TYPE,
+            rust_type,
+            ops: ops_of::<E>,
+        }
+    }
+
+    /// The type-erased operations of this event type.
+    pub fn ops(&self) -> &'static dyn EventOps {
+        (self.ops)()
+    }
+
+    /// The minor version.
+    pub fn minor_version(&self) -> u32 {
+        self.ops().minor_version()
+    }
+
+    /// The one-line description.
+    pub fn description(&self) -> &'static str {
+        self.ops().description()
+    }
+}
+
+impl fmt::Debug for EventDescriptor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventDescriptor")
+            .field("event_type", &self.event_type)
+            .field("rust_type", &self.rust_type)
+            .finish()
+    }
+}
+
+fn ops_of<E: OpenEdxEvent>() -> &'static dyn EventOps {
+    // A zero-sized value: leaking it allocates nothing.
+    Box::leak(Box::new(Ops::<E>(std::marker::PhantomData)))
+}
+
+/// A key accessor that works on type-erased event data.
+pub type ErasedKeyAccessor = Arc<dyn Fn(&dyn Any) -> Option<EventKey> + Send + Sync>;
+
+/// A resolved `event_key_field` for a type-erased event.
+#[derive(Clone)]
+pub struct ErasedKey {
+    /// Reads the key from event data (of the right type; `None` otherwise).
+    pub accessor: ErasedKeyAccessor,
+    /// Name of the key field.
+    pub field_name: &'static str,
+    /// Avro primitive of the key.
+    pub avro_type: &'static str,
+}
+
+impl fmt::Debug for ErasedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ErasedKey")
+            .field("field_name", &self.field_name)
+            .field("avro_type", &self.avro_type)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Event data whose type is known only at run time (what producers receive).
+pub trait AnyEvent: Any + Send + Sync + fmt::Debug {
+    /// The data as `Any`, to downcast to the event struct.
+    fn as_any(&self) -> &dyn Any;
+    /// The operations of its event type.
+    fn ops(&self) -> &'static dyn EventOps;
+    /// Appends its schemaless Avro encoding to `buf`.
+    fn encode_avro(&self, buf: &mut Vec<u8>) -> Result<(), EncodeError>;
+    /// The data as JSON (the Avro datum form: times as ISO strings, keys as strings).
+    fn to_json(&self) -> serde_json::Value;
+}
+
+impl<E: OpenEdxEvent> AnyEvent for E {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn ops(&self) -> &'static dyn EventOps {
+        ops_of::<E>()
+    }
+    fn encode_avro(&self, buf: &mut Vec<u8>) -> Result<(), EncodeError> {
+        crate::avro::encode_into(self, buf)
+    }
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Error turning JSON into event data.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid data for {event_type}: {message}")]
+pub struct JsonDataError {
+    /// The event type.
+    pub event_type: &'static str,
+    /// What is wrong, with the path of the offending value.
+    pub message: String,
+}
+
+/// The operations of one event type, usable when the type is known only by its
+/// type string (consumers, configuration, tools).
+pub trait EventOps: Send + Sync {
+    /// The event type string.
+    fn event_type(&self) -> &'static str;
+    /// The minor version.
+    fn minor_version(&self) -> u32;
+    /// The one-line description.
+    fn description(&self) -> &'static str;
+    /// The top-level fields.
+    fn fields(&self) -> &'static [FieldInfo];
+    /// The Avro schema.
+    fn schema(&self) -> &'static EventSchema;
+    /// Resolves a period-delimited `event_key_field` path against the data.
+    fn resolve_key(&self, path: &str) -> Result<ErasedKey, KeyPathError>;
+    /// Decodes schemaless Avro into event data.
+    fn decode_avro(&self, bytes: &[u8]) -> Result<Arc<dyn AnyEvent>, DecodeError>;
+    /// Reads event data from JSON in the datum form.
+    fn from_json(&self, json: &serde_json::Value) -> Result<Arc<dyn AnyEvent>, JsonDataError>;
+    /// Sends decoded data through the signal with received metadata (from the bus).
+    fn send_from_bus(
+        &self,
+        data: Arc<dyn AnyEvent>,
+        metadata: EventMetadata,
+        mode: SendMode,
+    ) -> Result<Vec<Response>, SendError>;
+    /// Async counterpart of [`EventOps::send_from_bus`].
+    fn send_from_bus_async(
+        &self,
+        data: Arc<dyn AnyEvent>,
+        metadata: EventMetadata,
+        mode: SendMode,
+    ) -> BoxFuture<'static, Result<Vec<Response>, SendError>>;
+    /// Connects the generic producing handler for these routes.
+    #[doc(hidden)]
+    fn connect_producer(
+        &self,
+        routes: Arc<[crate::bus::HandlerRoute]>,
+        producer: Arc<dyn crate::producer::Producer>,
+    ) -> ReceiverId;
+    /// Disconnects a receiver from this event's signal.
+    fn disconnect(&self, id: ReceiverId) -> bool;
+    #[doc(hidden)]
+    fn as_any(&self) -> &dyn Any;
+}
+
+struct Ops<E>(std::marker::PhantomData<fn() -> E>);
+
+/// Splits a period-delimited key path, refusing empty segments.
+pub fn split_key_path(path: &str) -> Result<Vec<&str>, KeyPathError> {
+    let parts: Vec<&str> = path.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(KeyPathError::Empty { path: path.to_owned() });
+    }
+    Ok(parts)
+}
+
+impl<E: OpenEdxEvent> EventOps for Ops<E> {
+    fn event_type(&self) -> &'static str {
+        E::EVENT_TYPE
+    }
+    fn minor_version(&self) -> u32 {
+        E::MINOR_VERSION
+    }
+    fn description(&self) -> &'static str {
+        E::DESCRIPTION
+    }
+    fn fields(&self) -> &'static [FieldInfo] {
+        E::FIELDS
+    }
+    fn schema(&self) -> &'static EventSchema {
+        E::avro_schema()
+    }
+    fn resolve_key(&self, path: &str) -> Result<ErasedKey, KeyPathError> {
+        let parts = split_key_path(path)?;
+        let resolved = E::resolve_key_path(&parts)?;
+        let typed = resolved.accessor;
+        Ok(ErasedKey {
+            accessor: Arc::new(move |any: &dyn Any| any.downcast_ref::<E>().and_then(|e| typed(e))),
+            field_name: resolved.field_name,
+            avro_type: resolved.avro_type,
+        })
+    }
+    fn decode_avro(&self, bytes: &[u8]) -> Result<Arc<dyn AnyEvent>, DecodeError> {
+        Ok(Arc::new(crate::avro::decode::<E>(bytes)?))
+    }
+    fn from_json(&self, json: &serde_json::Value) -> Result<Arc<dyn AnyEvent>, JsonDataError> {
+        crate::__private::from_json_value::<E>(json).map(|e| Arc::new(e) as Arc<dyn AnyEvent>)
+    }
+    fn send_from_bus(
+        &self,
+        data: Arc<dyn AnyEvent>,
+        metadata: EventMetadata,
+        mode: SendMode,
+    ) -> Result<Vec<Response>, SendError> {
+        let data = downcast_arc::<E>(data);
+        let env = crate::signal::Envelope {
+            data,
+            metadata,
+            from_event_bus: true,
+        };
+        check_type::<E>(&env.metadata)?;
+        E::signal().dispatch(&env, mode)
+    }
+    fn send_from_bus_async(
+        &self,
+        data: Arc<dyn AnyEvent>,
+        metadata: EventMetadata,
+        mode: SendMode,
+    ) -> BoxFuture<'static, Result<Vec<Response>, SendError>> {
+        let data = downcast_arc::<E>(data);
+        Box::pin(async move {
+            check_type::<E>(&metadata)?;
+            let env = crate::signal::Envelope {
+                data,
+                metadata,
+                from_event_bus: true,
+            };
+            E::signal().dispatch_async(env, mode).await
+        })
+    }
+    fn connect_producer(
+        &self,
+        routes: Arc<[crate::bus::HandlerRoute]>,
+        producer: Arc<dyn crate::producer::Producer>,
+    ) -> ReceiverId {
+        crate::bus::connect_handler::<E>(routes, producer)
+    }
+    fn disconnect(&self, id: ReceiverId) -> bool {
+        E::signal().disconnect(id)
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+fn check_type<E: OpenEdxEvent>(metadata: &EventMetadata) -> Result<(), SendError> {
+    if metadata.event_type != E::EVENT_TYPE {
+        return Err(SendError::WrongEventType {
+            expected: E::EVENT_TYPE,
+            found: metadata.event_type,
+        });
+    }
+    Ok(())
+}
+
+fn downcast_arc<E: OpenEdxEvent>(data: Arc<dyn AnyEvent>) -> Arc<E> {
+    let any: Arc<dyn Any + Send + Sync> = data;
+    any.downcast::<E>().unwrap_or_else(|_| {
+        panic!(
+            "event data passed to the operations of another event type ({})",
+            E::EVENT_TYPE
+        )
+    })
+}
+
+/// Two event structs declare the same type string.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("event type {event_type} is declared twice in this binary: by {first} and by {second}")]
+pub struct DuplicateEventType {
+    /// The type string.
+    pub event_type: &'static str,
+    /// One declaring struct.
+    pub first: &'static str,
+    /// The other.
+    pub second: &'static str,
+}
+
+/// Every event type in the binary, and look-up by type string.
+pub mod registry {
+    use super::*;
+
+    type Index = Result<HashMap<&'static str, &'static EventDescriptor>, DuplicateEventType>;
+
+    fn index() -> &'static Index {
+        static INDEX: OnceLock<Index> = OnceLock::new();
+        INDEX.get_or_init(|| {
+            let mut map: HashMap<&'static str, &'static EventDescriptor> = HashMap::new();
+            let mut all: Vec<&'static EventDescriptor> = inventory::iter::<EventDescriptor>.into_iter().collect();
+            all.sort_by_key(|d| (d.event_type, d.rust_type));
+            for d in all {
+                if let Some(first) = map.insert(d.event_type, d) {
+                    return Err(DuplicateEventType {
+                        event_type: d.event_type,
+                        first: first.rust_type,
+                        second: d.rust_type,
+                    });
+                }
+            }
+            Ok(map)
+        })
+    }
+
+    /// Checks that no two structs declare the same event type; the event bus calls
+    /// it at start-up.
+    pub fn check() -> Result<(), DuplicateEventType> {
+        index().as_ref().map(|_| ()).map_err(Clone::clone)
+    }
+
+    /// Every registered event type, sorted by type string.
+    pub fn events() -> Vec<&'static EventDescriptor> {
+        let mut all: Vec<&'static EventDescriptor> = inventory::iter::<EventDescriptor>.into_iter().collect();
+        all.sort_by_key(|d| (d.event_type, d.rust_type));
+        all
+    }
+
+    /// The event of a type string, if one is registered (and unambiguous).
+    pub fn find(event_type: &str) -> Option<&'static EventDescriptor> {
+        match index() {
+            Ok(map) => map.get(event_type).copied(),
+            Err(_) => events().into_iter().find(|d| d.event_type == event_type),
+        }
+    }
+}

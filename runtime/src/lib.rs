@@ -1,0 +1,71 @@
+//! # openedx-events
+//!
+//! Open edX events for Rust services: define events as typed structs, send them
+//! in-process like Django signals, and have them produced to the event bus
+//! (Kafka, Redis Streams, or the embedded in-memory bus) by configuration alone,
+//! as Open edX's ADR 12 decided, wire-compatible with the Python stack
+//! (openedx-events, edx-event-bus-kafka, edx-event-bus-redis).
+//!
+//! ```
+//! use openedx_events::{openedx_event, producer_config, EventBus, EventData, OpenEdxEvent, Settings};
+//!
+//! /// A course, as events carry it.
+//! #[derive(EventData, Clone, Debug, PartialEq)]
+//! pub struct CourseInfo {
+//!     /// The course key.
+//!     pub course_key: openedx_events::keys::CourseKey,
+//!     /// Its title, when known.
+//!     pub title: Option<String>,
+//! }
+//!
+//! /// Sent when a course is archived.
+//! #[openedx_event("org.openedx.learning.course.archived.v1")]
+//! #[derive(Clone, Debug, PartialEq)]
+//! pub struct CourseArchived {
+//!     /// The course.
+//!     pub course: CourseInfo,
+//! }
+//!
+//! let bus = EventBus::builder()
+//!     .producer_config(producer_config! {
+//!         "org.openedx.learning.course.archived.v1" => [
+//!             { topic: "learning-course", event_key_field: "course.course_key", enabled: true },
+//!         ],
+//!     })
+//!     .settings(Settings::new())
+//!     .start()
+//!     .unwrap();
+//!
+//! CourseArchived::signal().send_event(CourseArchived {
+//!     course: CourseInfo { course_key: "course-v1:edX+DemoX+2026".parse().unwrap(), title: None },
+//! });
+//! assert_eq!(bus.memory().unwrap().len("learning-course"), 1);
+//! ```
+#![warn(missing_docs)]
+
+extern crate self as openedx_events;
+
+pub mod avro;
+pub mod bus;
+pub mod config;
+pub mod data;
+pub mod event;
+pub mod key;
+pub mod keys;
+pub mod metadata;
+pub mod producer;
+pub mod settings;
+pub mod signal;
+pub mod time;
+
+#[doc(hidden)]
+pub mod __private;
+
+pub use bus::{EventBus, EventBusBuilder, StartError};
+pub use data::{EventDataInfo, Map};
+pub use event::{registry, EventOps, OpenEdxEvent};
+pub use key::{EventKey, KeyPathError};
+pub use metadata::EventMetadata;
+pub use openedx_events_macros::{openedx_event, producer_config, EventData};
+pub use settings::Settings;
+pub use signal::{Envelope, Outcome, Response, SendError, SendMode, Signal};
