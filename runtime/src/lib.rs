@@ -48,6 +48,7 @@ extern crate self as openedx_events;
 pub mod avro;
 pub mod bus;
 pub mod config;
+pub mod consumer;
 pub mod data;
 pub mod event;
 pub mod key;

@@ -7,8 +7,7 @@
 //! openedx-events 11.2.0.
 
 use crate::keys::{
-    CourseKey, LibraryCollectionLocator, LibraryContainerLocator, LibraryLocatorV2,
-    LibraryUsageLocatorV2, UsageKey,
+    CourseKey, LibraryCollectionLocator, LibraryContainerLocator, LibraryLocatorV2, LibraryUsageLocatorV2, UsageKey,
 };
 use crate::{openedx_event, EventData};
 use chrono::{DateTime, Utc};
