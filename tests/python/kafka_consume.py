@@ -2,14 +2,21 @@
 
 Usage:
   python kafka_consume.py --bootstrap HOST:PORT --registry URL --topic FULL_TOPIC --group G --count N
-                          [--timeout S] [--offset-reset earliest|latest] [--verbose]
+                          [--timeout S] [--offset-reset earliest|latest] [--create-topic P] [--verbose]
 
   --topic         the full topic (prefix already applied; no EVENT_BUS_TOPIC_PREFIX is set).
   --count         stop after N records were received (successfully handled or not).
   --timeout       give up after S seconds (default 30) -> exit 2 with what was received so far.
   --offset-reset  auto.offset.reset of a group without committed offsets (default earliest, so records
                   produced before this consumer started are read; the library itself leaves
-                  librdkafka's default, latest).
+                  librdkafka's default, latest). The consumer config is otherwise the library's, plus
+                  topic.metadata.refresh.interval.ms=1000 so a topic created after the consumer
+                  subscribed (consumer started first) is picked up (but a group rebalance after that
+                  can take ~45 s on librdkafka's mock cluster: prefer --create-topic then).
+  --create-topic  make sure the topic exists first, for tests that start the consumer before anything
+                  was produced: a producer metadata request for it (auto-creates it where the broker
+                  allows, e.g. librdkafka's mock cluster, with the broker's default partition count),
+                  else the admin API with P partitions ("already exists" is fine).
 
 This runs edx_event_bus_kafka.KafkaEventConsumer's own loop: poll, determine the signal from the single
 ce_type header, deserialize the value with confluent-kafka's AvroDeserializer (writer schema fetched
@@ -57,6 +64,23 @@ def schema_id(framed):
     return None
 
 
+def create_topic(bootstrap, topic, partitions):
+    """Make sure the topic exists: a producer's metadata request for it (which auto-creates it where the
+    broker allows that, as librdkafka's mock cluster does), else the admin API with P partitions."""
+    from confluent_kafka import KafkaError, KafkaException, Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+    md = Producer({"bootstrap.servers": bootstrap}).list_topics(topic=topic, timeout=10)
+    if topic in md.topics and md.topics[topic].error is None:
+        return
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    fut = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic]
+    try:
+        fut.result(15)
+    except KafkaException as e:
+        if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            raise
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bootstrap", required=True)
@@ -66,6 +90,7 @@ def main():
     p.add_argument("--count", type=int, required=True)
     p.add_argument("--timeout", type=float, default=30.0)
     p.add_argument("--offset-reset", choices=["earliest", "latest"], default="earliest")
+    p.add_argument("--create-topic", type=int, default=None, metavar="PARTITIONS")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args()
 
@@ -84,6 +109,8 @@ def main():
     from edx_event_bus_kafka.internal.config import get_schema_registry_client
     from openedx_events.tooling import OpenEdxPublicSignal
 
+    if args.create_topic:
+        create_topic(args.bootstrap, args.topic, args.create_topic)
     key_deserializer = AvroDeserializer(get_schema_registry_client())
     state = {"received": 0, "failed": 0, "result": None, "error": None, "timed_out": False}
 
@@ -96,7 +123,9 @@ def main():
             from edx_event_bus_kafka.internal.config import load_common_settings
             conf = load_common_settings()
             conf.update({"group.id": self.group_id, "enable.auto.commit": False,
-                         "auto.offset.reset": args.offset_reset})
+                         "auto.offset.reset": args.offset_reset,
+                         # notice a topic created after subscribing within a second (default 5 min)
+                         "topic.metadata.refresh.interval.ms": 1000})
             return _CommitObserver(Consumer(conf))
 
         def record_event_consuming_error(self, run_context, error, maybe_message):

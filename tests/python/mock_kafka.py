@@ -6,11 +6,12 @@ processes too, e.g. Rust's rdkafka or the scripts here) can then connect to that
 as this process lives. The mock cluster supports produce, fetch, metadata and consumer groups, and
 auto-creates topics.
 
-Usage: python mock_kafka.py [--brokers 1] [--partitions 1] [--stdin-lifetime]
+Usage: python mock_kafka.py [--brokers 1] [--topic T ...] [--stdin-lifetime]
   Prints "bootstrap=127.0.0.1:PORT" on stdout once the cluster is up, then keeps it up until
   SIGTERM/SIGINT, or until stdin reaches EOF with --stdin-lifetime.
-  --partitions sets the partition count of auto-created topics (test.mock.topic.create... is not a
-  librdkafka property, so topics are pre-created with --topic T, repeatable, through the admin API).
+  --topic T (repeatable) creates T up front, by a metadata request that auto-creates it (the mock's
+  CreateTopics fails: its metadata names no controller). Auto-created topics get the mock's default
+  partition count (4 seen with librdkafka 2.16); this cannot be chosen from Python.
 """
 import argparse
 import logging
@@ -20,13 +21,11 @@ import threading
 import time
 
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--brokers", type=int, default=1)
-    p.add_argument("--partitions", type=int, default=1)
     p.add_argument("--topic", action="append", default=[], help="pre-create this topic (repeatable)")
     p.add_argument("--stdin-lifetime", action="store_true")
     args = p.parse_args()
@@ -59,12 +58,10 @@ def main():
         sys.exit("mock cluster address not found in librdkafka's log")
     bootstrap = address["bootstrap"]
 
-    if args.topic:
-        admin = AdminClient({"bootstrap.servers": bootstrap})
-        futures = admin.create_topics([NewTopic(t, num_partitions=args.partitions, replication_factor=1)
-                                       for t in args.topic])
-        for fut in futures.values():
-            fut.result(10)
+    for topic in args.topic:
+        md = holder.list_topics(topic=topic, timeout=10)
+        if topic not in md.topics or md.topics[topic].error is not None:
+            sys.exit(f"could not create topic {topic}")
 
     print(f"bootstrap={bootstrap}", flush=True)
     stop = threading.Event()
