@@ -297,3 +297,96 @@ fn python_vectors_round_trip_through_the_catalog_types() {
         failures.join("\n")
     );
 }
+
+/// The key fields that the catalog docs name ("Usual event-bus key field", taken from the
+/// `event_key_field` annotations of openedx-events where they fit the data) resolve to a scalar.
+#[test]
+fn documented_key_fields_resolve() {
+    let documented = [
+        ("org.openedx.analytics.tracking.event.emitted.v1", "tracking_log.name"),
+        (
+            "org.openedx.content_authoring.course.catalog_info.changed.v1",
+            "catalog_info.course_key",
+        ),
+        (
+            "org.openedx.content_authoring.xblock.created.v1",
+            "xblock_info.usage_key",
+        ),
+        (
+            "org.openedx.content_authoring.xblock.updated.v1",
+            "xblock_info.usage_key",
+        ),
+        (
+            "org.openedx.content_authoring.xblock.published.v1",
+            "xblock_info.usage_key",
+        ),
+        (
+            "org.openedx.content_authoring.xblock.deleted.v1",
+            "xblock_info.usage_key",
+        ),
+        (
+            "org.openedx.content_authoring.xblock.duplicated.v1",
+            "xblock_info.usage_key",
+        ),
+        (
+            "org.openedx.learning.student.registration.completed.v1",
+            "user.pii.username",
+        ),
+        (
+            "org.openedx.learning.auth.session.login.completed.v1",
+            "user.pii.username",
+        ),
+        (
+            "org.openedx.learning.course.enrollment.created.v1",
+            "enrollment.course.course_key",
+        ),
+        (
+            "org.openedx.learning.course.enrollment.changed.v1",
+            "enrollment.course.course_key",
+        ),
+        (
+            "org.openedx.learning.course.unenrollment.completed.v1",
+            "enrollment.course.course_key",
+        ),
+        (
+            "org.openedx.learning.certificate.created.v1",
+            "certificate.course.course_key",
+        ),
+        (
+            "org.openedx.learning.program.certificate.awarded.v1",
+            "program_certificate.program.uuid",
+        ),
+        (
+            "org.openedx.learning.certificate.revoked.v1",
+            "certificate.course.course_key",
+        ),
+        (
+            "org.openedx.learning.program.certificate.revoked.v1",
+            "program_certificate.program.uuid",
+        ),
+        ("org.openedx.learning.xblock.skill.verified.v1", "xblock_info.usage_key"),
+        (
+            "org.openedx.learning.user.course_access_role.added.v1",
+            "course_access_role_data.course_key",
+        ),
+        (
+            "org.openedx.learning.user.course_access_role.removed.v1",
+            "course_access_role_data.course_key",
+        ),
+    ];
+    let catalog = catalog_events();
+    for (event_type, path) in documented {
+        assert!(catalog.contains_key(event_type), "{event_type}: not in the catalog");
+        let def = openedx_events::registry::find(event_type).unwrap();
+        let key = def
+            .ops()
+            .resolve_key(path)
+            .unwrap_or_else(|e| panic!("{event_type}: key {path}: {e}"));
+        assert_eq!(key.avro_type, "string", "{event_type}: key {path}");
+        assert_eq!(
+            key.field_name,
+            path.rsplit('.').next().unwrap(),
+            "{event_type}: key {path}"
+        );
+    }
+}
