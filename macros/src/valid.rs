@@ -9,7 +9,7 @@ pub fn event_type(lit: &LitStr) -> syn::Result<String> {
         Err(syn::Error::new(
             lit.span(),
             format!(
-                "invalid event type {value:?}: {why}; expected \"org.openedx.<subdomain>.<subject>.<action>.v<N>\", e.g. \"org.openedx.learning.course.enrollment.created.v1\""
+                "invalid event type {value:?}: {why}; expected \"org.openedx.<subdomain>.<subject>.<action>.v<N>\" (lowercase), e.g. \"org.openedx.learning.course.enrollment.created.v1\""
             ),
         ))
     };
@@ -22,10 +22,10 @@ pub fn event_type(lit: &LitStr) -> syn::Result<String> {
     }
     if let Some(bad) = segments.iter().find(|s| {
         !s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
     }) {
         return fail(&format!(
-            "segment `{bad}` may only hold lowercase letters, digits and `_`"
+            "segment `{bad}` may only hold lowercase letters, digits, `_` and `-`"
         ));
     }
     if segments.len() < 3 {
@@ -38,7 +38,7 @@ pub fn event_type(lit: &LitStr) -> syn::Result<String> {
 
 /// The hidden alias name the event attribute emits for a type string.
 pub fn alias_name(event_type: &str) -> String {
-    format!("__openedx_event__{}", event_type.replace('.', "__"))
+    format!("__openedx_event__{}", event_type.replace('.', "__").replace('-', "_x2d_"))
 }
 
 /// Kafka's topic-name rules.

@@ -47,6 +47,7 @@ extern crate self as openedx_events;
 
 pub mod avro;
 pub mod bus;
+pub mod catalog;
 pub mod config;
 pub mod consumer;
 pub mod data;

@@ -1,0 +1,11 @@
+use openedx_events::openedx_event;
+
+/// Sent when something happens.
+#[openedx_event("org.openedx.learning.thing.happened.v1", minor = 1)]
+#[derive(Clone, Debug)]
+pub struct ThingHappened {
+    /// What.
+    pub what: String,
+}
+
+fn main() {}

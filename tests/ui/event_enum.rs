@@ -1,0 +1,11 @@
+use openedx_events::openedx_event;
+
+/// Sent when something happens.
+#[openedx_event("org.openedx.learning.thing.happened.v1")]
+#[derive(Clone, Debug)]
+pub enum ThingHappened {
+    /// One way.
+    Once,
+}
+
+fn main() {}
