@@ -1,0 +1,123 @@
+//! Event data as schemaless Avro binary (no container, no header), straight between the
+//! typed Rust event and the bytes: no intermediate Avro value per event.
+
+use std::io::BufRead;
+
+use serde_avro_fast::de::read::SliceRead;
+use serde_avro_fast::de::{DeserializerConfig, DeserializerState};
+use serde_avro_fast::ser::{SerializerConfig, SerializerState};
+
+use crate::event::OpenEdxEvent;
+
+/// Error encoding event data.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot encode {event_type} as Avro: {source}")]
+pub struct EncodeError {
+    event_type: &'static str,
+    #[source]
+    source: serde_avro_fast::ser::SerError,
+}
+
+impl EncodeError {
+    /// The event type whose data could not be encoded.
+    pub fn event_type(&self) -> &'static str {
+        self.event_type
+    }
+}
+
+/// Error decoding event data.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The bytes are not a datum of the schema.
+    #[error("cannot decode {event_type} from Avro: {source}")]
+    Avro {
+        /// The event type.
+        event_type: &'static str,
+        /// What the decoder said.
+        #[source]
+        source: serde_avro_fast::de::DeError,
+    },
+    /// A whole datum was read but bytes are left after it.
+    #[error("cannot decode {event_type} from Avro: {trailing} bytes left after the datum")]
+    TrailingBytes {
+        /// The event type.
+        event_type: &'static str,
+        /// How many bytes are left.
+        trailing: usize,
+    },
+}
+
+impl DecodeError {
+    /// The event type that was being decoded.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            DecodeError::Avro { event_type, .. } | DecodeError::TrailingBytes { event_type, .. } => event_type,
+        }
+    }
+}
+
+/// Encodes event data as schemaless Avro, appending to `buf`.
+///
+/// Reuse one buffer (cleared between events) for the best speed. On error `buf` is left
+/// as it was.
+pub fn encode_into<E: OpenEdxEvent>(event: &E, buf: &mut Vec<u8>) -> Result<(), EncodeError> {
+    let start = buf.len();
+    let mut config = SerializerConfig::new(E::avro_schema().parsed());
+    let mut state = SerializerState::from_writer(&mut *buf, &mut config);
+    match serde::Serialize::serialize(event, state.serializer()) {
+        Ok(()) => Ok(()),
+        Err(source) => {
+            buf.truncate(start);
+            Err(EncodeError {
+                event_type: E::EVENT_TYPE,
+                source,
+            })
+        }
+    }
+}
+
+/// Encodes event data as schemaless Avro.
+///
+/// ```
+/// use openedx_events::{avro, openedx_event};
+/// /// Example.
+/// #[openedx_event("org.openedx.learning.example.encoded.v1")]
+/// #[derive(Clone, Debug, PartialEq)]
+/// pub struct Encoded { /// A count.
+///     pub n: i64 }
+/// let bytes = avro::encode(&Encoded { n: 1 }).unwrap();
+/// assert_eq!(bytes, [2]);
+/// assert_eq!(avro::decode::<Encoded>(&bytes).unwrap(), Encoded { n: 1 });
+/// assert!(avro::decode::<Encoded>(&[2, 0]).is_err(), "a trailing byte");
+/// ```
+pub fn encode<E: OpenEdxEvent>(event: &E) -> Result<Vec<u8>, EncodeError> {
+    let mut buf = Vec::new();
+    encode_into(event, &mut buf)?;
+    Ok(buf)
+}
+
+/// Decodes event data from schemaless Avro written with `E`'s schema.
+///
+/// The bytes must hold exactly one datum: truncated input and bytes left after the datum
+/// are errors. Nothing a peer sends makes it panic, and what it allocates is bounded by
+/// the input's length (block counts and lengths are checked against the bytes present).
+pub fn decode<E: OpenEdxEvent>(bytes: &[u8]) -> Result<E, DecodeError> {
+    let schema = E::avro_schema();
+    let mut config = DeserializerConfig::new(schema.parsed());
+    config.max_seq_size = schema.max_seq_size(bytes.len());
+    let mut state = DeserializerState::with_config(SliceRead::new(bytes), config);
+    let event = E::deserialize(state.deserializer()).map_err(|source| DecodeError::Avro {
+        event_type: E::EVENT_TYPE,
+        source,
+    })?;
+    let mut rest = state.into_reader();
+    // Reading from a slice cannot fail.
+    let trailing = rest.fill_buf().map_or(0, |r| r.len());
+    if trailing != 0 {
+        return Err(DecodeError::TrailingBytes {
+            event_type: E::EVENT_TYPE,
+            trailing,
+        });
+    }
+    Ok(event)
+}
