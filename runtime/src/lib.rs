@@ -71,3 +71,8 @@ pub use metadata::EventMetadata;
 pub use openedx_events_macros::{openedx_event, producer_config, EventData};
 pub use settings::Settings;
 pub use signal::{Envelope, Outcome, Response, SendError, SendMode, Signal};
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
