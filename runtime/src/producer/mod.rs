@@ -14,6 +14,8 @@ use crate::key::EventKey;
 use crate::metadata::EventMetadata;
 
 pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 /// The key field of a produced event, as the Kafka key schema needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,10 +138,20 @@ impl Producer for NoProducer {
 /// Creates the Redis or Kafka producer from settings.
 pub(crate) fn backend_from_settings(
     backend: &'static str,
-    _settings: &crate::settings::Settings,
+    settings: &crate::settings::Settings,
 ) -> Result<Arc<dyn Producer>, crate::bus::StartError> {
-    Err(crate::bus::StartError::Producer {
-        backend,
-        message: format!("the {backend} producer is not implemented yet in this version"),
-    })
+    let _ = settings;
+    match backend {
+        #[cfg(feature = "redis")]
+        "redis" => self::redis::RedisProducer::from_settings(settings)
+            .map(|p| Arc::new(p) as Arc<dyn Producer>)
+            .map_err(|e| crate::bus::StartError::Producer {
+                backend,
+                message: e.to_string(),
+            }),
+        _ => Err(crate::bus::StartError::Producer {
+            backend,
+            message: format!("the {backend} producer is not implemented yet in this version"),
+        }),
+    }
 }

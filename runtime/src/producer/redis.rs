@@ -1,0 +1,1034 @@
+//! The Redis Streams producer, wire-compatible with edx-event-bus-redis.
+//!
+//! Each event becomes `XADD <full topic> MAXLEN ~ <N> * type .. id .. source .. time ..
+//! minorversion .. sourcehost .. sourcelib .. event_data ..` (the fields, order and
+//! encodings of the Python stack; `event_data` is the schemaless Avro of the data).
+//!
+//! # How events travel
+//!
+//! [`RedisProducer::produce`] never waits on the network: it encodes the event on the
+//! sending thread (so an encoding error is returned to the sender at once), takes a slot
+//! of the bounded buffer and hands the command to a background task. That task takes
+//! whatever is queued (up to [`RedisProducerConfig::batch_size`] events), sends it as
+//! one pipeline on one connection and waits for the replies before sending the next
+//! batch, so events reach Redis in the order they were accepted (per topic and overall).
+//!
+//! # When the buffer is full
+//!
+//! The buffer holds at most [`RedisProducerConfig::buffer_capacity`] events that are not yet
+//! acknowledged by Redis (queued or in flight). When it is full:
+//! - called from a thread that runs inside a tokio runtime, `produce` fails at once
+//!   with [`ProduceError::BufferFull`] (blocking there would stall the runtime,
+//!   possibly the very task that drains the buffer);
+//! - called from any other thread, `produce` waits up to
+//!   [`RedisProducerConfig::buffer_full_wait`] for a slot, then fails with
+//!   [`ProduceError::BufferFull`].
+//!
+//! The generic handler logs that error (event type, topic, event id, never the data)
+//! and the producer counts it in [`RedisProducerStats::rejected`].
+//!
+//! # When the connection drops
+//!
+//! The task reconnects with exponential backoff and sends the same batch again, in
+//! order. Redis may have applied part of a pipeline whose replies were lost, so after a
+//! reconnect the task first reads the newest entries of each stream of the batch
+//! (`XREVRANGE`, the batch's count plus [`DEDUP_MARGIN`]) and drops from the retry
+//! every event whose `id` is already there. An event is written twice only in this
+//! corner: its entry was applied, then pushed out of that window before the check (more
+//! than [`DEDUP_MARGIN`] entries written to the stream by others meanwhile, or trimmed
+//! by `MAXLEN`). Delivery is therefore at least once, and exactly once otherwise.
+//!
+//! A command that Redis refuses with a transient error (`LOADING`, `BUSY`, `TRYAGAIN`,
+//! `MASTERDOWN`, `READONLY`, `OOM`, ...) is retried with backoff; since the rest of its
+//! pipeline was applied, a retried event can then land after later events of its
+//! stream. Any other refusal (e.g. `WRONGTYPE`: the key is not a stream) fails that
+//! event: it is logged and counted in [`RedisProducerStats::failed`].
+//!
+//! # Flush and shutdown
+//!
+//! [`Producer::flush`] returns once every event accepted before the call is
+//! acknowledged by Redis or reported failed. [`Producer::shutdown`] refuses new events,
+//! flushes, then stops the task; events still pending when its timeout expires are
+//! reported failed and counted.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionLike, MultiplexedConnection};
+use ::redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisError, Value};
+use futures::future::BoxFuture;
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, watch, Semaphore};
+
+use super::{ProduceError, Producer, ProducerRecord};
+use crate::settings::Settings;
+
+/// Setting: the Redis URL (`redis://[user[:password]@]host[:port][/db]`, or `rediss://` for TLS).
+pub const SETTING_URL: &str = "EVENT_BUS_REDIS_CONNECTION_URL";
+/// Setting: approximate maximum length of each stream (`MAXLEN ~`); 0 disables trimming.
+pub const SETTING_STREAM_MAX_LEN: &str = "EVENT_BUS_REDIS_STREAM_MAX_LEN";
+/// Setting (this crate only): a PEM file of the certificate authorities to trust for
+/// `rediss://` instead of the built-in web roots (e.g. a private CA).
+pub const SETTING_TLS_CA_FILE: &str = "EVENT_BUS_REDIS_TLS_CA_FILE";
+/// Setting (this crate only): events the producer buffers before `produce` fails.
+pub const SETTING_BUFFER_CAPACITY: &str = "EVENT_BUS_REDIS_PRODUCER_BUFFER_CAPACITY";
+/// Setting (this crate only): milliseconds `produce` may wait for room, outside a tokio runtime.
+pub const SETTING_BUFFER_FULL_WAIT_MS: &str = "EVENT_BUS_REDIS_PRODUCER_BUFFER_FULL_WAIT_MS";
+/// Setting (this crate only): events sent per pipeline.
+pub const SETTING_BATCH_SIZE: &str = "EVENT_BUS_REDIS_PRODUCER_BATCH_SIZE";
+
+/// Default of `EVENT_BUS_REDIS_STREAM_MAX_LEN`, as in edx-event-bus-redis.
+pub const DEFAULT_STREAM_MAX_LEN: usize = 10_000;
+/// Default buffer capacity, in events.
+pub const DEFAULT_BUFFER_CAPACITY: usize = 100_000;
+/// Default wait for room in a full buffer (outside a tokio runtime).
+pub const DEFAULT_BUFFER_FULL_WAIT: Duration = Duration::from_millis(1000);
+/// Default number of events per pipeline.
+pub const DEFAULT_BATCH_SIZE: usize = 1000;
+/// Entries read beyond a batch's own count when checking, after a reconnect, which of its
+/// events Redis already applied.
+pub const DEDUP_MARGIN: usize = 1000;
+
+/// How the Redis producer connects and buffers.
+#[derive(Clone)]
+pub struct RedisProducerConfig {
+    /// The Redis URL; the password is never logged.
+    pub url: String,
+    /// `MAXLEN ~` of every stream; 0 disables trimming.
+    pub stream_max_len: usize,
+    /// Events accepted but not yet acknowledged (or failed) that the producer holds at most.
+    pub buffer_capacity: usize,
+    /// How long `produce` waits for room when the buffer is full, on a thread outside a
+    /// tokio runtime (inside one it fails at once).
+    pub buffer_full_wait: Duration,
+    /// Events per pipeline, at most.
+    pub batch_size: usize,
+    /// Time allowed to connect.
+    pub connect_timeout: Duration,
+    /// Time allowed for the replies of one pipeline.
+    pub response_timeout: Duration,
+    /// First delay before reconnecting; it doubles up to `reconnect_max_delay`.
+    pub reconnect_min_delay: Duration,
+    /// Longest delay between reconnection attempts.
+    pub reconnect_max_delay: Duration,
+    /// Name given to the connection with `CLIENT SETNAME`, to find it in `CLIENT LIST`.
+    pub client_name: Option<String>,
+    /// PEM file of the certificate authorities trusted for `rediss://` (default: the web roots).
+    pub tls_ca_file: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for RedisProducerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisProducerConfig")
+            .field("url", &crate::settings::redact_url(&self.url))
+            .field("stream_max_len", &self.stream_max_len)
+            .field("buffer_capacity", &self.buffer_capacity)
+            .field("buffer_full_wait", &self.buffer_full_wait)
+            .field("batch_size", &self.batch_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("reconnect_min_delay", &self.reconnect_min_delay)
+            .field("reconnect_max_delay", &self.reconnect_max_delay)
+            .field("client_name", &self.client_name)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .finish()
+    }
+}
+
+/// A setting of the Redis backend that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisConfigError {
+    /// `EVENT_BUS_REDIS_CONNECTION_URL` is not set.
+    #[error("{SETTING_URL} is not set")]
+    MissingUrl,
+    /// A numeric setting is not a number.
+    #[error("{name}={value:?} is not a non-negative integer")]
+    NotANumber {
+        /// The setting.
+        name: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// The CA file cannot be read.
+    #[error("cannot read {SETTING_TLS_CA_FILE} {path}: {message}")]
+    CaFile {
+        /// The file.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// The URL is not a Redis URL.
+    #[error("invalid Redis URL {url}: {message}")]
+    InvalidUrl {
+        /// The URL, password hidden.
+        url: String,
+        /// Why.
+        message: String,
+    },
+    /// The producer was created outside a tokio runtime.
+    #[error("the Redis producer must be started inside a tokio runtime")]
+    NoRuntime,
+}
+
+fn number(settings: &Settings, name: &'static str, default: u64) -> Result<u64, RedisConfigError> {
+    match settings.get(name) {
+        None => Ok(default),
+        Some(v) => v.trim().parse().map_err(|_| RedisConfigError::NotANumber {
+            name,
+            value: v.to_owned(),
+        }),
+    }
+}
+
+impl RedisProducerConfig {
+    /// The defaults, for a URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            stream_max_len: DEFAULT_STREAM_MAX_LEN,
+            buffer_capacity: DEFAULT_BUFFER_CAPACITY,
+            buffer_full_wait: DEFAULT_BUFFER_FULL_WAIT,
+            batch_size: DEFAULT_BATCH_SIZE,
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(10),
+            reconnect_min_delay: Duration::from_millis(50),
+            reconnect_max_delay: Duration::from_secs(5),
+            client_name: None,
+            tls_ca_file: None,
+        }
+    }
+
+    /// Reads `EVENT_BUS_REDIS_CONNECTION_URL`, `EVENT_BUS_REDIS_STREAM_MAX_LEN` and this
+    /// crate's `EVENT_BUS_REDIS_PRODUCER_*` settings.
+    ///
+    /// ```
+    /// use openedx_events::producer::redis::RedisProducerConfig;
+    /// use openedx_events::Settings;
+    /// let s = Settings::new().with("EVENT_BUS_REDIS_CONNECTION_URL", "redis://127.0.0.1:6379/0");
+    /// let c = RedisProducerConfig::from_settings(&s).unwrap();
+    /// assert_eq!(c.stream_max_len, 10_000);
+    /// assert!(RedisProducerConfig::from_settings(&Settings::new()).is_err());
+    /// ```
+    pub fn from_settings(settings: &Settings) -> Result<Self, RedisConfigError> {
+        let url = settings.get(SETTING_URL).ok_or(RedisConfigError::MissingUrl)?;
+        let mut c = Self::new(url);
+        c.stream_max_len = number(settings, SETTING_STREAM_MAX_LEN, DEFAULT_STREAM_MAX_LEN as u64)? as usize;
+        c.buffer_capacity = number(settings, SETTING_BUFFER_CAPACITY, DEFAULT_BUFFER_CAPACITY as u64)? as usize;
+        c.buffer_full_wait = Duration::from_millis(number(
+            settings,
+            SETTING_BUFFER_FULL_WAIT_MS,
+            DEFAULT_BUFFER_FULL_WAIT.as_millis() as u64,
+        )?);
+        c.batch_size = number(settings, SETTING_BATCH_SIZE, DEFAULT_BATCH_SIZE as u64)? as usize;
+        c.tls_ca_file = settings.get(SETTING_TLS_CA_FILE).map(Into::into);
+        Ok(c)
+    }
+}
+
+/// Opens a Redis client for a URL, making sure TLS (`rediss://`) has a crypto provider,
+/// trusting the authorities of `ca_file` when one is given.
+pub(crate) fn open_client(url: &str, ca_file: Option<&std::path::Path>) -> Result<Client, RedisConfigError> {
+    if url.starts_with("rediss://") && rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Another part of the process may install one first: either is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    let invalid = |e: RedisError| RedisConfigError::InvalidUrl {
+        url: crate::settings::redact_url(url),
+        message: e.to_string(),
+    };
+    match ca_file {
+        Some(path) if url.starts_with("rediss://") => {
+            let pem = std::fs::read(path).map_err(|e| RedisConfigError::CaFile {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+            let certs = ::redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem),
+            };
+            Client::build_with_tls(url, certs).map_err(invalid)
+        }
+        _ => Client::open(url).map_err(invalid),
+    }
+}
+
+/// Whether a reply error is worth retrying (the server is busy, loading, read-only...).
+pub(crate) fn is_transient_server_error(code: &str) -> bool {
+    matches!(
+        code,
+        "LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "READONLY" | "OOM" | "CLUSTERDOWN" | "NOREPLICAS"
+    )
+}
+
+/// Exponential backoff between reconnection attempts.
+#[derive(Debug, Clone)]
+pub(crate) struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new(min: Duration, max: Duration) -> Self {
+        Self { min, max, next: min }
+    }
+
+    /// The delay to wait now; the next one doubles.
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        d
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+/// Counters of a Redis producer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RedisProducerStats {
+    /// Events accepted by `produce`.
+    pub accepted: u64,
+    /// Events acknowledged by Redis.
+    pub delivered: u64,
+    /// Accepted events reported failed (refused by Redis, or pending at a shutdown timeout).
+    pub failed: u64,
+    /// Events refused by `produce` because the buffer stayed full.
+    pub rejected: u64,
+    /// Events sent again after a connection loss or a transient error.
+    pub retried: u64,
+    /// Events found already written after a reconnect, and so not sent again.
+    pub deduplicated: u64,
+    /// Connections made after the first one.
+    pub reconnects: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    accepted: AtomicU64,
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    rejected: AtomicU64,
+    retried: AtomicU64,
+    deduplicated: AtomicU64,
+    reconnects: AtomicU64,
+}
+
+struct Shared {
+    counters: Counters,
+    slots: Semaphore,
+    /// Events completed (delivered or failed), in acceptance order.
+    completed: watch::Sender<u64>,
+    stop: watch::Sender<bool>,
+}
+
+impl Shared {
+    fn complete(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.slots.add_permits(n);
+        self.completed.send_modify(|c| *c += n as u64);
+    }
+}
+
+/// One queued event: its command, and what logs and de-duplication need.
+struct Queued {
+    cmd: Cmd,
+    meta: Meta,
+}
+
+/// What identifies a queued event in logs and in its stream.
+struct Meta {
+    topic: Arc<str>,
+    event_type: &'static str,
+    event_id: uuid::Uuid,
+}
+
+/// The Redis Streams producer. See the [module documentation](self) for its guarantees.
+pub struct RedisProducer {
+    shared: Arc<Shared>,
+    tx: mpsc::UnboundedSender<Queued>,
+    closed: AtomicBool,
+    handle: Handle,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    config: RedisProducerConfig,
+}
+
+impl std::fmt::Debug for RedisProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisProducer")
+            .field("config", &self.config)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl RedisProducer {
+    /// Creates the producer from settings (see [`RedisProducerConfig::from_settings`]).
+    /// Must be called inside a tokio runtime; it does not wait for the connection.
+    pub fn from_settings(settings: &Settings) -> Result<Self, RedisConfigError> {
+        Self::start(RedisProducerConfig::from_settings(settings)?)
+    }
+
+    /// Starts the producer's background task on the current tokio runtime. The first
+    /// connection is made by the task: an unreachable server delays events, it does not
+    /// fail the start.
+    pub fn start(config: RedisProducerConfig) -> Result<Self, RedisConfigError> {
+        let handle = Handle::try_current().map_err(|_| RedisConfigError::NoRuntime)?;
+        let client = open_client(&config.url, config.tls_ca_file.as_deref())?;
+        let capacity = config.buffer_capacity.clamp(1, Semaphore::MAX_PERMITS);
+        let shared = Arc::new(Shared {
+            counters: Counters::default(),
+            slots: Semaphore::new(capacity),
+            completed: watch::Sender::new(0),
+            stop: watch::Sender::new(false),
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer = Writer {
+            client,
+            config: config.clone(),
+            shared: shared.clone(),
+            conn: None,
+            connected_once: false,
+            backoff: Backoff::new(config.reconnect_min_delay, config.reconnect_max_delay),
+            stop: shared.stop.subscribe(),
+        };
+        let task = handle.spawn(writer.run(rx));
+        tracing::info!(
+            url = %crate::settings::redact_url(&config.url),
+            stream_max_len = config.stream_max_len,
+            buffer_capacity = capacity,
+            "redis producer started"
+        );
+        Ok(Self {
+            shared,
+            tx,
+            closed: AtomicBool::new(false),
+            handle,
+            task: std::sync::Mutex::new(Some(task)),
+            config,
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &RedisProducerConfig {
+        &self.config
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> RedisProducerStats {
+        let c = &self.shared.counters;
+        RedisProducerStats {
+            accepted: c.accepted.load(Ordering::Relaxed),
+            delivered: c.delivered.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+            rejected: c.rejected.load(Ordering::Relaxed),
+            retried: c.retried.load(Ordering::Relaxed),
+            deduplicated: c.deduplicated.load(Ordering::Relaxed),
+            reconnects: c.reconnects.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Events accepted and not yet delivered nor failed.
+    pub fn pending(&self) -> u64 {
+        let accepted = self.shared.counters.accepted.load(Ordering::Acquire);
+        accepted.saturating_sub(*self.shared.completed.borrow())
+    }
+
+    /// Builds the `XADD` command of a record (encodes the data).
+    pub fn xadd_command(record: &ProducerRecord, stream_max_len: usize) -> Result<Cmd, ProduceError> {
+        let mut data = Vec::with_capacity(256);
+        record.data.encode_avro(&mut data)?;
+        let m = &record.metadata;
+        let mut id = uuid::Uuid::encode_buffer();
+        let mut cmd = ::redis::cmd("XADD");
+        cmd.arg(&*record.topic);
+        if stream_max_len > 0 {
+            cmd.arg("MAXLEN").arg("~").arg(stream_max_len);
+        }
+        cmd.arg("*")
+            .arg("type")
+            .arg(m.event_type)
+            .arg("id")
+            .arg(&*m.id.hyphenated().encode_lower(&mut id))
+            .arg("source")
+            .arg(&*m.source)
+            .arg("time")
+            .arg(m.time_string())
+            .arg("minorversion")
+            .arg(m.minorversion)
+            .arg("sourcehost")
+            .arg(&*m.sourcehost)
+            .arg("sourcelib")
+            .arg(m.sourcelib.to_string())
+            .arg("event_data")
+            .arg(data);
+        Ok(cmd)
+    }
+
+    /// Takes one buffer slot, by the policy of the module documentation.
+    fn acquire_slot(&self) -> Result<(), ProduceError> {
+        if let Ok(permit) = self.shared.slots.try_acquire() {
+            permit.forget();
+            return Ok(());
+        }
+        let wait = self.config.buffer_full_wait;
+        if Handle::try_current().is_ok() || wait.is_zero() {
+            return Err(ProduceError::BufferFull { waited: Duration::ZERO });
+        }
+        let acquired = self
+            .handle
+            .block_on(async { tokio::time::timeout(wait, self.shared.slots.acquire()).await });
+        match acquired {
+            Ok(Ok(permit)) => {
+                permit.forget();
+                Ok(())
+            }
+            Ok(Err(_)) => Err(ProduceError::Closed),
+            Err(_) => Err(ProduceError::BufferFull { waited: wait }),
+        }
+    }
+
+    async fn wait_completed(&self, target: u64, timeout: Duration) -> Result<(), ProduceError> {
+        let mut rx = self.shared.completed.subscribe();
+        let waited = tokio::time::timeout(timeout, async { rx.wait_for(|c| *c >= target).await.map(|_| ()) }).await;
+        match waited {
+            Ok(Ok(())) => Ok(()),
+            // The task ended: whatever it did not complete will never be.
+            Ok(Err(_)) => Err(ProduceError::Closed),
+            Err(_) => Err(ProduceError::Timeout {
+                pending: target.saturating_sub(*self.shared.completed.borrow()) as usize,
+                waited: timeout,
+            }),
+        }
+    }
+
+    async fn flush_inner(&self, timeout: Duration) -> Result<(), ProduceError> {
+        let failed_before = self.shared.counters.failed.load(Ordering::Acquire);
+        let target = self.shared.counters.accepted.load(Ordering::Acquire);
+        self.wait_completed(target, timeout).await?;
+        let failed = self.shared.counters.failed.load(Ordering::Acquire) - failed_before;
+        if failed > 0 {
+            return Err(ProduceError::Failed { failed });
+        }
+        Ok(())
+    }
+}
+
+impl Producer for RedisProducer {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn produce(&self, record: ProducerRecord) -> Result<(), ProduceError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(ProduceError::Closed);
+        }
+        let cmd = Self::xadd_command(&record, self.config.stream_max_len)?;
+        if let Err(e) = self.acquire_slot() {
+            self.shared.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(e);
+        }
+        let queued = Queued {
+            cmd,
+            meta: Meta {
+                topic: record.topic,
+                event_type: record.metadata.event_type,
+                event_id: record.metadata.id,
+            },
+        };
+        if self.tx.send(queued).is_err() {
+            self.shared.slots.add_permits(1);
+            return Err(ProduceError::Closed);
+        }
+        self.shared.counters.accepted.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    fn flush(&self, timeout: Duration) -> BoxFuture<'_, Result<(), ProduceError>> {
+        Box::pin(self.flush_inner(timeout))
+    }
+
+    fn shutdown(&self, timeout: Duration) -> BoxFuture<'_, Result<(), ProduceError>> {
+        Box::pin(async move {
+            self.closed.store(true, Ordering::Release);
+            let started = tokio::time::Instant::now();
+            let result = self.flush_inner(timeout).await;
+            // Whatever is still pending now is failed by the task as it stops.
+            self.shared.stop.send_replace(true);
+            let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(task) = task {
+                let left = timeout.saturating_sub(started.elapsed()).max(Duration::from_secs(1));
+                if tokio::time::timeout(left, task).await.is_err() {
+                    tracing::warn!("redis producer task did not stop in time");
+                }
+            }
+            let stats = self.stats();
+            tracing::info!(
+                delivered = stats.delivered,
+                failed = stats.failed,
+                rejected = stats.rejected,
+                "redis producer shut down"
+            );
+            result
+        })
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl Drop for RedisProducer {
+    fn drop(&mut self) {
+        // Without a shutdown, the task still delivers what is queued, then ends when it
+        // finds the channel closed.
+        let pending = self.pending();
+        if pending > 0 && !self.closed.load(Ordering::Acquire) {
+            tracing::warn!(
+                pending,
+                "redis producer dropped without shutdown; delivering in the background"
+            );
+        }
+    }
+}
+
+/// What became of one attempt at a batch.
+enum Attempt {
+    /// Every event is delivered or failed.
+    Done,
+    /// These events (indexes into the batch) must be sent again.
+    Retry { indexes: Vec<usize>, uncertain: bool },
+}
+
+/// The background task: owns the connection, sends batches in order.
+struct Writer {
+    client: Client,
+    config: RedisProducerConfig,
+    shared: Arc<Shared>,
+    conn: Option<MultiplexedConnection>,
+    connected_once: bool,
+    backoff: Backoff,
+    stop: watch::Receiver<bool>,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Queued>) {
+        let batch_size = self.config.batch_size.max(1);
+        let mut batch: Vec<Queued> = Vec::with_capacity(batch_size);
+        loop {
+            let n = tokio::select! {
+                biased;
+                n = rx.recv_many(&mut batch, batch_size) => n,
+                _ = self.stop.wait_for(|s| *s) => 0,
+            };
+            if n == 0 {
+                break;
+            }
+            let mut pipe = Pipeline::with_capacity(n);
+            let mut meta = Vec::with_capacity(n);
+            for q in batch.drain(..) {
+                pipe.add_command(q.cmd);
+                meta.push(q.meta);
+            }
+            self.deliver(&pipe, &meta).await;
+        }
+        // Stopped (shutdown timed out) or every sender gone: fail what is left.
+        rx.close();
+        let mut left = 0usize;
+        while let Ok(q) = rx.try_recv() {
+            self.fail(&q.meta, "producer shut down before delivery");
+            left += 1;
+        }
+        if left > 0 {
+            tracing::error!(events = left, "redis producer stopped with undelivered events");
+        }
+        self.shared.complete(left);
+    }
+
+    fn stopped(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    fn fail(&self, m: &Meta, error: &str) {
+        self.shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(
+            event_type = m.event_type,
+            topic = &*m.topic,
+            event_id = %m.event_id,
+            error,
+            "event not delivered to redis"
+        );
+    }
+
+    /// Sends a batch (one command per event of `meta`) until every event is delivered or failed.
+    async fn deliver(&mut self, pipe: &Pipeline, meta: &[Meta]) {
+        let mut todo: Vec<usize> = (0..meta.len()).collect();
+        let mut uncertain = false;
+        loop {
+            if self.stopped() {
+                for &i in &todo {
+                    self.fail(&meta[i], "producer shut down before delivery");
+                }
+                break;
+            }
+            let Some(mut conn) = self.connection().await else {
+                continue; // stopped while connecting: failed on the next turn
+            };
+            if uncertain {
+                match already_written(&mut conn, meta, &todo).await {
+                    Ok(written) => {
+                        if !written.is_empty() {
+                            let n = written.len() as u64;
+                            self.shared.counters.deduplicated.fetch_add(n, Ordering::Relaxed);
+                            self.shared.counters.delivered.fetch_add(n, Ordering::Relaxed);
+                            tracing::info!(events = n, "events already written before the connection dropped");
+                            todo.retain(|i| !written.contains(i));
+                        }
+                    }
+                    Err(e) => {
+                        self.connection_failed(&e).await;
+                        continue;
+                    }
+                }
+                if todo.is_empty() {
+                    break;
+                }
+            }
+            match self.attempt(conn, pipe, meta, &todo).await {
+                Attempt::Done => break,
+                Attempt::Retry { indexes, uncertain: u } => {
+                    self.shared
+                        .counters
+                        .retried
+                        .fetch_add(indexes.len() as u64, Ordering::Relaxed);
+                    todo = indexes;
+                    uncertain = u;
+                }
+            }
+        }
+        self.shared.complete(meta.len());
+    }
+
+    /// One pipeline of the events `todo` (indexes into the batch, in order).
+    async fn attempt(
+        &mut self,
+        mut conn: MultiplexedConnection,
+        full: &Pipeline,
+        meta: &[Meta],
+        todo: &[usize],
+    ) -> Attempt {
+        let subset;
+        let pipe = if todo.len() == meta.len() {
+            full
+        } else {
+            let mut p = Pipeline::with_capacity(todo.len());
+            let mut want = todo.iter().copied().peekable();
+            for (i, cmd) in full.cmd_iter().enumerate() {
+                if want.peek() == Some(&i) {
+                    p.add_command(cmd.clone());
+                    want.next();
+                }
+            }
+            subset = p;
+            &subset
+        };
+        let result = conn.req_packed_commands(pipe, 0, todo.len()).await;
+        let replies = match result {
+            Ok(r) if r.len() == todo.len() => r,
+            Ok(r) => {
+                let e = RedisError::from((
+                    ::redis::ErrorKind::ResponseError,
+                    "wrong number of pipeline replies",
+                    format!("{} for {} commands", r.len(), todo.len()),
+                ));
+                self.connection_failed(&e).await;
+                return Attempt::Retry {
+                    indexes: todo.to_vec(),
+                    uncertain: true,
+                };
+            }
+            Err(e) => {
+                self.connection_failed(&e).await;
+                return Attempt::Retry {
+                    indexes: todo.to_vec(),
+                    uncertain: true,
+                };
+            }
+        };
+        self.backoff.reset();
+        let mut retry = Vec::new();
+        let mut delivered = 0u64;
+        for (&i, reply) in todo.iter().zip(replies) {
+            match reply {
+                Value::ServerError(e) if is_transient_server_error(e.code()) => {
+                    tracing::warn!(
+                        event_type = meta[i].event_type,
+                        topic = &*meta[i].topic,
+                        event_id = %meta[i].event_id,
+                        error = %RedisError::from(e),
+                        "redis refused an event for now; retrying"
+                    );
+                    retry.push(i);
+                }
+                Value::ServerError(e) => self.fail(&meta[i], &RedisError::from(e).to_string()),
+                _ => delivered += 1,
+            }
+        }
+        self.shared.counters.delivered.fetch_add(delivered, Ordering::Relaxed);
+        if retry.is_empty() {
+            Attempt::Done
+        } else {
+            let delay = self.backoff.next_delay();
+            self.sleep(delay).await;
+            Attempt::Retry {
+                indexes: retry,
+                uncertain: false,
+            }
+        }
+    }
+
+    /// The connection, (re)connecting with backoff; `None` if stopped meanwhile.
+    async fn connection(&mut self) -> Option<MultiplexedConnection> {
+        loop {
+            if let Some(c) = &self.conn {
+                return Some(c.clone());
+            }
+            if self.stopped() {
+                return None;
+            }
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(self.config.connect_timeout)
+                .set_response_timeout(self.config.response_timeout);
+            match self.client.get_multiplexed_async_connection_with_config(&config).await {
+                Ok(mut c) => {
+                    if let Some(name) = &self.config.client_name {
+                        let set: Result<(), RedisError> = ::redis::cmd("CLIENT")
+                            .arg("SETNAME")
+                            .arg(name)
+                            .query_async(&mut c)
+                            .await;
+                        if let Err(e) = set {
+                            tracing::warn!(error = %e, "CLIENT SETNAME failed");
+                        }
+                    }
+                    if self.connected_once {
+                        self.shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!("redis producer reconnected");
+                    }
+                    self.connected_once = true;
+                    self.conn = Some(c);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "redis producer cannot connect");
+                    let delay = self.backoff.next_delay();
+                    self.sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    async fn connection_failed(&mut self, e: &RedisError) {
+        tracing::warn!(error = %e, "redis producer lost its connection; will reconnect and resend");
+        self.conn = None;
+        let delay = self.backoff.next_delay();
+        self.sleep(delay).await;
+    }
+
+    /// Sleeps, or less if stopped.
+    async fn sleep(&mut self, d: Duration) {
+        let mut stop = self.stop.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(d) => {}
+            _ = stop.wait_for(|s| *s) => {}
+        }
+    }
+}
+
+/// Which of the events `todo` are already in their streams (compared by event id),
+/// reading each stream's newest entries.
+async fn already_written(
+    conn: &mut MultiplexedConnection,
+    meta: &[Meta],
+    todo: &[usize],
+) -> Result<HashSet<usize>, RedisError> {
+    let mut per_topic: HashMap<&str, usize> = HashMap::new();
+    for &i in todo {
+        *per_topic.entry(&*meta[i].topic).or_default() += 1;
+    }
+    let mut seen: HashSet<(String, uuid::Uuid)> = HashSet::new();
+    for (topic, count) in per_topic {
+        let entries: Value = ::redis::cmd("XREVRANGE")
+            .arg(topic)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(count + DEDUP_MARGIN)
+            .query_async(conn)
+            .await?;
+        for entry in stream_entries(entries) {
+            let id = entry
+                .fields
+                .iter()
+                .find(|(k, _)| k == b"id")
+                .and_then(|(_, v)| std::str::from_utf8(v).ok())
+                .and_then(|v| uuid::Uuid::parse_str(v).ok());
+            if let Some(id) = id {
+                seen.insert((topic.to_owned(), id));
+            }
+        }
+    }
+    Ok(todo
+        .iter()
+        .copied()
+        .filter(|&i| seen.contains(&(meta[i].topic.to_string(), meta[i].event_id)))
+        .collect())
+}
+
+/// One stream entry as Redis returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StreamEntry {
+    /// The entry id, `ms-seq`.
+    pub id: String,
+    /// The fields in order; empty when the entry no longer exists (a pending id whose
+    /// entry was trimmed or deleted).
+    pub fields: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Whether the entry was deleted (Redis returned a nil body).
+    pub deleted: bool,
+}
+
+fn bytes_of(v: Value) -> Option<Vec<u8>> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.into_bytes()),
+        Value::Okay => Some(b"OK".to_vec()),
+        Value::Int(i) => Some(i.to_string().into_bytes()),
+        _ => None,
+    }
+}
+
+/// Reads a list of entries (`[[id, [k, v, ...]], ...]`), skipping anything malformed.
+pub(crate) fn stream_entries(v: Value) -> Vec<StreamEntry> {
+    let Value::Array(items) = v else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let Value::Array(mut pair) = item else { continue };
+        if pair.len() != 2 {
+            continue;
+        }
+        let body = pair.pop();
+        let Some(id) = pair.pop().and_then(bytes_of).and_then(|b| String::from_utf8(b).ok()) else {
+            continue;
+        };
+        match body {
+            Some(Value::Array(kv)) => {
+                let mut fields = Vec::with_capacity(kv.len() / 2);
+                let mut it = kv.into_iter();
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    if let (Some(k), Some(v)) = (bytes_of(k), bytes_of(v)) {
+                        fields.push((k, v));
+                    }
+                }
+                out.push(StreamEntry {
+                    id,
+                    fields,
+                    deleted: false,
+                });
+            }
+            Some(Value::Map(kv)) => {
+                let fields = kv
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((bytes_of(k)?, bytes_of(v)?)))
+                    .collect();
+                out.push(StreamEntry {
+                    id,
+                    fields,
+                    deleted: false,
+                });
+            }
+            Some(Value::Nil) | None => out.push(StreamEntry {
+                id,
+                fields: Vec::new(),
+                deleted: true,
+            }),
+            Some(_) => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_are_read() {
+        let s = Settings::new()
+            .with(SETTING_URL, "rediss://user:pw@example.org:6380/2")
+            .with(SETTING_STREAM_MAX_LEN, "500")
+            .with(SETTING_BUFFER_CAPACITY, "7")
+            .with(SETTING_BUFFER_FULL_WAIT_MS, "0")
+            .with(SETTING_BATCH_SIZE, "3");
+        let c = RedisProducerConfig::from_settings(&s).unwrap();
+        assert_eq!(c.stream_max_len, 500);
+        assert_eq!(c.buffer_capacity, 7);
+        assert_eq!(c.buffer_full_wait, Duration::ZERO);
+        assert_eq!(c.batch_size, 3);
+        assert!(!format!("{c:?}").contains("pw"));
+        let bad = s.clone().with(SETTING_STREAM_MAX_LEN, "lots");
+        assert!(matches!(
+            RedisProducerConfig::from_settings(&bad),
+            Err(RedisConfigError::NotANumber { .. })
+        ));
+        // TLS URLs with user and password parse (with a crypto provider installed).
+        let client = open_client(&c.url, None).unwrap();
+        let info = client.get_connection_info();
+        assert_eq!(info.redis.username.as_deref(), Some("user"));
+        assert_eq!(info.redis.password.as_deref(), Some("pw"));
+        assert_eq!(info.redis.db, 2);
+        assert!(open_client("http://nope", None).is_err());
+        let missing = std::path::Path::new("/nonexistent/ca.pem");
+        assert!(matches!(
+            open_client(&c.url, Some(missing)),
+            Err(RedisConfigError::CaFile { .. })
+        ));
+    }
+
+    #[test]
+    fn backoff_doubles_to_max() {
+        let mut b = Backoff::new(Duration::from_millis(10), Duration::from_millis(35));
+        assert_eq!(b.next_delay(), Duration::from_millis(10));
+        assert_eq!(b.next_delay(), Duration::from_millis(20));
+        assert_eq!(b.next_delay(), Duration::from_millis(35));
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_millis(10));
+    }
+
+    #[test]
+    fn entries_parse_and_skip_garbage() {
+        let v = Value::Array(vec![
+            Value::Array(vec![
+                Value::BulkString(b"1-0".to_vec()),
+                Value::Array(vec![
+                    Value::BulkString(b"type".to_vec()),
+                    Value::BulkString(b"t".to_vec()),
+                    Value::BulkString(b"dangling".to_vec()),
+                ]),
+            ]),
+            Value::Array(vec![Value::BulkString(b"2-0".to_vec()), Value::Nil]),
+            Value::Int(3),
+        ]);
+        let e = stream_entries(v);
+        assert_eq!(e.len(), 2);
+        assert_eq!(e[0].fields, vec![(b"type".to_vec(), b"t".to_vec())]);
+        assert!(e[1].deleted);
+        assert!(is_transient_server_error("LOADING"));
+        assert!(!is_transient_server_error("WRONGTYPE"));
+    }
+}

@@ -1,0 +1,428 @@
+//! The Redis Streams producer against a real Redis: wire fields, order, MAXLEN trimming,
+//! reconnecting after CLIENT KILL and after a server restart without losing or doubling
+//! events, the full-buffer policy, flush and shutdown, refused commands, and
+//! authentication over plain TCP and TLS.
+
+mod redis_support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+// A glob import: `producer_config!` finds the event types through hidden aliases.
+use openedx_events::catalog::content_authoring::*;
+use openedx_events::producer::redis::{RedisProducer, RedisProducerConfig};
+use openedx_events::producer::{ProduceError, Producer, ProducerRecord};
+use openedx_events::{producer_config, EventBus, EventMetadata, OpenEdxEvent, Settings};
+use redis_support::{connect, read_stream, unique, url, xlen, Cleanup, PrivateRedis};
+
+fn xblock(i: usize) -> XBlockPublished {
+    XBlockPublished {
+        xblock_info: XBlockData {
+            usage_key: format!("block-v1:edX+DemoX+Demo_Course+type@problem+block@p{i}")
+                .parse()
+                .unwrap(),
+            block_type: format!("b{i}"),
+            version: if i % 2 == 0 {
+                None
+            } else {
+                Some(
+                    "block-v1:edX+DemoX+Demo_Course+type@video+block@0b9e39477cf34507a7a48f74be381fdd"
+                        .parse()
+                        .unwrap(),
+                )
+            },
+        },
+    }
+}
+
+fn record(topic: &str, i: usize) -> ProducerRecord {
+    ProducerRecord {
+        topic: topic.into(),
+        key: None,
+        key_field: None,
+        metadata: EventMetadata::generate(XBlockPublished::EVENT_TYPE, 0),
+        data: Arc::new(xblock(i)),
+    }
+}
+
+/// The index `i` each entry was made from, in stream order.
+fn indexes(entries: &[redis_support::Entry]) -> Vec<usize> {
+    entries
+        .iter()
+        .map(|e| {
+            let data: XBlockPublished = openedx_events::avro::decode(e.get("event_data").unwrap()).unwrap();
+            data.xblock_info.block_type[1..].parse().unwrap()
+        })
+        .collect()
+}
+
+fn config(url: &str) -> RedisProducerConfig {
+    let mut c = RedisProducerConfig::new(url);
+    c.reconnect_min_delay = Duration::from_millis(10);
+    c.reconnect_max_delay = Duration::from_millis(200);
+    c.connect_timeout = Duration::from_secs(2);
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_event_writes_python_fields_in_order() {
+    let url = url();
+    let prefix = unique("prefix");
+    let topic = "content-authoring-xblock-lifecycle";
+    let stream = format!("{prefix}-{topic}");
+    let _cleanup = Cleanup::new(&url, &[&stream]);
+    let settings = Settings::new()
+        .with("EVENT_BUS_PRODUCER", "redis")
+        .with("EVENT_BUS_REDIS_CONNECTION_URL", &url)
+        .with("EVENT_BUS_TOPIC_PREFIX", &prefix)
+        .with("EVENTS_SERVICE_NAME", "cms");
+    let bus = EventBus::builder()
+        .producer_config(producer_config! {
+            "org.openedx.content_authoring.xblock.published.v1" => [
+                { topic: "content-authoring-xblock-lifecycle", event_key_field: "xblock_info.usage_key", enabled: true },
+            ],
+        })
+        .settings(settings)
+        .start()
+        .unwrap();
+    assert_eq!(bus.producer().name(), "redis");
+    let n = 1000;
+    let mut sent = Vec::new();
+    let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let r = received.clone();
+    XBlockPublished::signal().connect(move |env: &openedx_events::Envelope<XBlockPublished>| {
+        r.lock().unwrap().push(env.metadata.clone());
+    });
+    for i in 0..n {
+        let data = xblock(i);
+        sent.push(data.clone());
+        XBlockPublished::signal().send_event(data);
+    }
+    bus.flush(Duration::from_secs(30)).await.unwrap();
+    let metadata = received.lock().unwrap().clone();
+
+    let mut conn = connect(&url);
+    let entries = read_stream(&mut conn, &stream);
+    assert_eq!(entries.len(), n, "every event is in the stream once flush returned");
+    for (i, e) in entries.iter().enumerate() {
+        assert_eq!(
+            e.names(),
+            [
+                "type",
+                "id",
+                "source",
+                "time",
+                "minorversion",
+                "sourcehost",
+                "sourcelib",
+                "event_data"
+            ]
+        );
+        let m = &metadata[i];
+        assert_eq!(e.text("type"), XBlockPublished::EVENT_TYPE);
+        assert_eq!(e.text("id"), m.id.hyphenated().to_string());
+        assert_eq!(e.text("source"), "openedx/cms/web");
+        assert_eq!(e.text("time"), m.time_string());
+        assert_eq!(e.text("minorversion"), "0");
+        assert_eq!(e.text("sourcehost"), &*m.sourcehost);
+        assert_eq!(e.text("sourcelib"), m.sourcelib.to_string());
+        let data: XBlockPublished = openedx_events::avro::decode(e.get("event_data").unwrap()).unwrap();
+        assert_eq!(data, sent[i], "entry {i}");
+    }
+    bus.shutdown(Duration::from_secs(10)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maxlen_trims_approximately_and_zero_disables_it() {
+    let url = url();
+    let trimmed = unique("trim");
+    let untrimmed = unique("untrimmed");
+    let _cleanup = Cleanup::new(&url, &[&trimmed, &untrimmed]);
+    let mut c = config(&url);
+    c.stream_max_len = 100;
+    let p = RedisProducer::start(c).unwrap();
+    for i in 0..5000 {
+        p.produce(record(&trimmed, i)).unwrap();
+    }
+    p.shutdown(Duration::from_secs(30)).await.unwrap();
+    let mut conn = connect(&url);
+    let len = xlen(&mut conn, &trimmed);
+    // `~` trims whole macro nodes (100 entries by default): at least 100 stay, far fewer than 5000.
+    assert!((100..=300).contains(&len), "XLEN {len}");
+    let entries = read_stream(&mut conn, &trimmed);
+    assert_eq!(*indexes(&entries).last().unwrap(), 4999, "the newest entries are kept");
+
+    let mut c = config(&url);
+    c.stream_max_len = 0;
+    let p = RedisProducer::start(c).unwrap();
+    for i in 0..500 {
+        p.produce(record(&untrimmed, i)).unwrap();
+    }
+    p.shutdown(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(xlen(&mut conn, &untrimmed), 500);
+}
+
+/// Kills the producer's connection repeatedly (CLIENT KILL) while events are being sent:
+/// the stream must hold every event exactly once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_kill_during_run_loses_and_doubles_nothing() {
+    let url = url();
+    let stream = unique("kill");
+    let _cleanup = Cleanup::new(&url, &[&stream]);
+    let name = unique("producer");
+    let mut c = config(&url);
+    c.client_name = Some(name.clone());
+    c.stream_max_len = 0;
+    c.batch_size = 200;
+    let p = Arc::new(RedisProducer::start(c).unwrap());
+    let n = 30_000;
+    let sender = {
+        let p = p.clone();
+        let stream = stream.clone();
+        std::thread::spawn(move || {
+            for i in 0..n {
+                p.produce(record(&stream, i)).unwrap();
+                if i % 100 == 99 {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        })
+    };
+    let killer = {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            let mut conn = connect(&url);
+            let mut kills = 0;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while kills < 8 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+                let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut conn).unwrap();
+                for line in list.lines().filter(|l| l.contains(&format!(" name={name} "))) {
+                    let id = line.split(' ').find_map(|f| f.strip_prefix("id=")).unwrap();
+                    let k: i64 = redis::cmd("CLIENT")
+                        .arg("KILL")
+                        .arg("ID")
+                        .arg(id)
+                        .query(&mut conn)
+                        .unwrap();
+                    kills += k;
+                }
+            }
+            kills
+        })
+    };
+    let kills = tokio::task::spawn_blocking(move || {
+        sender.join().unwrap();
+        killer.join().unwrap()
+    })
+    .await
+    .unwrap();
+    p.shutdown(Duration::from_secs(60)).await.unwrap();
+    let stats = p.stats();
+    let mut conn = connect(&url);
+    let entries = read_stream(&mut conn, &stream);
+    assert!(kills >= 3, "the connection was killed {kills} times");
+    assert!(stats.reconnects >= 3, "{stats:?}");
+    assert_eq!(stats.failed, 0, "{stats:?}");
+    assert_eq!(stats.delivered, n as u64, "{stats:?}");
+    assert_eq!(entries.len(), n, "exactly N entries ({stats:?})");
+    assert_eq!(indexes(&entries), (0..n).collect::<Vec<_>>(), "in order");
+    eprintln!("kills={kills} {stats:?}");
+}
+
+/// Restarts the server (append-only file on) in the middle of a run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restart_during_run_loses_and_doubles_nothing() {
+    let mut server = PrivateRedis::start(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let url = server.url();
+    let stream = unique("restart");
+    let mut c = config(&url);
+    c.stream_max_len = 0;
+    let p = Arc::new(RedisProducer::start(c).unwrap());
+    let n = 6000;
+    let sender = {
+        let p = p.clone();
+        let stream = stream.clone();
+        std::thread::spawn(move || {
+            for i in 0..n {
+                p.produce(record(&stream, i)).unwrap();
+                if i % 100 == 99 {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        })
+    };
+    let _server = tokio::task::spawn_blocking(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        server.restart();
+        sender.join().unwrap();
+        server
+    })
+    .await
+    .unwrap();
+    p.shutdown(Duration::from_secs(60)).await.unwrap();
+    let stats = p.stats();
+    let mut conn = connect(&url);
+    let entries = read_stream(&mut conn, &stream);
+    assert!(stats.reconnects >= 1, "{stats:?}");
+    assert_eq!(stats.failed, 0, "{stats:?}");
+    assert_eq!(entries.len(), n, "exactly N entries ({stats:?})");
+    assert_eq!(indexes(&entries), (0..n).collect::<Vec<_>>(), "in order");
+}
+
+/// Nothing listens: the buffer fills up. Inside the runtime `produce` fails at once, outside
+/// it waits up to the configured time; shutdown reports the pending events as failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_buffer_policy_and_shutdown_timeout() {
+    let port = redis_support::free_port();
+    let url = format!("redis://127.0.0.1:{port}/");
+    let stream = unique("full");
+    let mut c = config(&url);
+    c.buffer_capacity = 10;
+    c.buffer_full_wait = Duration::from_millis(300);
+    let p = Arc::new(RedisProducer::start(c).unwrap());
+    for i in 0..10 {
+        p.produce(record(&stream, i)).unwrap();
+    }
+    // Inside a runtime thread: at once.
+    let t = Instant::now();
+    let err = p.produce(record(&stream, 10)).unwrap_err();
+    assert!(
+        matches!(err, ProduceError::BufferFull { waited } if waited.is_zero()),
+        "{err:?}"
+    );
+    assert!(t.elapsed() < Duration::from_millis(100));
+    // Outside: waits, then fails.
+    let p2 = p.clone();
+    let s2 = stream.clone();
+    let (err, waited) = tokio::task::spawn_blocking(move || {
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            (p2.produce(record(&s2, 11)).unwrap_err(), t.elapsed())
+        })
+        .join()
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        matches!(err, ProduceError::BufferFull { waited } if waited == Duration::from_millis(300)),
+        "{err:?}"
+    );
+    assert!(waited >= Duration::from_millis(290), "{waited:?}");
+    assert_eq!(p.stats().rejected, 2);
+    assert_eq!(p.pending(), 10);
+    // Flush cannot finish; shutdown gives up and reports the pending events failed.
+    let err = p.flush(Duration::from_millis(200)).await.unwrap_err();
+    assert!(matches!(err, ProduceError::Timeout { pending: 10, .. }), "{err:?}");
+    let err = p.shutdown(Duration::from_millis(200)).await.unwrap_err();
+    assert!(matches!(err, ProduceError::Timeout { pending: 10, .. }), "{err:?}");
+    let stats = p.stats();
+    assert_eq!(
+        (stats.accepted, stats.delivered, stats.failed),
+        (10, 0, 10),
+        "{stats:?}"
+    );
+    assert!(matches!(p.produce(record(&stream, 12)), Err(ProduceError::Closed)));
+}
+
+/// A producer waiting outside the runtime gets its slot when the server comes up, and
+/// everything accepted is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_buffer_drains_when_the_server_comes_up() {
+    let mut server = PrivateRedis::start(&[]);
+    server.stop();
+    let url = server.url();
+    let stream = unique("late");
+    let mut c = config(&url);
+    c.buffer_capacity = 5;
+    c.buffer_full_wait = Duration::from_secs(20);
+    let p = Arc::new(RedisProducer::start(c).unwrap());
+    let sender = {
+        let p = p.clone();
+        let stream = stream.clone();
+        std::thread::spawn(move || {
+            for i in 0..50 {
+                p.produce(record(&stream, i)).unwrap();
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(p.stats().accepted, 5, "the buffer is full while the server is down");
+    server.start_again();
+    tokio::task::spawn_blocking(move || sender.join().unwrap())
+        .await
+        .unwrap();
+    p.flush(Duration::from_secs(30)).await.unwrap();
+    let mut conn = connect(&url);
+    let entries = read_stream(&mut conn, &stream);
+    assert_eq!(indexes(&entries), (0..50).collect::<Vec<_>>());
+    p.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// A command Redis refuses for good fails that event only, and flush says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_command_fails_only_its_event() {
+    let url = url();
+    let not_a_stream = unique("string");
+    let stream = unique("ok");
+    let _cleanup = Cleanup::new(&url, &[&not_a_stream, &stream]);
+    let mut conn = connect(&url);
+    let _: () = redis::cmd("SET").arg(&not_a_stream).arg("x").query(&mut conn).unwrap();
+    let p = RedisProducer::start(config(&url)).unwrap();
+    p.produce(record(&stream, 0)).unwrap();
+    p.produce(record(&not_a_stream, 1)).unwrap();
+    p.produce(record(&stream, 2)).unwrap();
+    let err = p.flush(Duration::from_secs(10)).await.unwrap_err();
+    assert!(matches!(err, ProduceError::Failed { failed: 1 }), "{err:?}");
+    assert_eq!(indexes(&read_stream(&mut conn, &stream)), [0, 2]);
+    let stats = p.stats();
+    assert_eq!((stats.delivered, stats.failed), (2, 1));
+    p.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// `redis://user:password@` and `rediss://user:password@` (TLS) both work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_and_password_over_tcp_and_tls() {
+    redis_support::init_tracing();
+    let server = PrivateRedis::start_tls(&[
+        "--user", "default", "off", "--user", "alice", "on", ">s3cret", "~*", "&*", "+@all",
+    ]);
+    let tls_port = server.tls_port.unwrap();
+    for url in [
+        format!("redis://alice:s3cret@127.0.0.1:{}/", server.port),
+        format!("rediss://alice:s3cret@127.0.0.1:{tls_port}/"),
+    ] {
+        let stream = unique("auth");
+        let settings = Settings::new()
+            .with("EVENT_BUS_REDIS_CONNECTION_URL", &url)
+            .with("EVENT_BUS_REDIS_TLS_CA_FILE", server.cert_file().display().to_string());
+        let p = RedisProducer::from_settings(&settings).unwrap();
+        for i in 0..10 {
+            p.produce(record(&stream, i)).unwrap();
+        }
+        p.shutdown(Duration::from_secs(10)).await.unwrap();
+        assert_eq!(p.stats().delivered, 10, "{url}");
+        let mut conn = connect(&format!("redis://alice:s3cret@127.0.0.1:{}/", server.port));
+        assert_eq!(xlen(&mut conn, &stream), 10, "{url}");
+    }
+    // A wrong password never delivers: the events are reported failed at shutdown.
+    let settings = Settings::new().with(
+        "EVENT_BUS_REDIS_CONNECTION_URL",
+        format!("redis://alice:wrong@127.0.0.1:{}/", server.port),
+    );
+    let p = RedisProducer::from_settings(&settings).unwrap();
+    p.produce(record(&unique("auth"), 0)).unwrap();
+    assert!(p.shutdown(Duration::from_millis(500)).await.is_err());
+    assert_eq!(p.stats().failed, 1);
+}
+
+#[test]
+fn start_needs_a_runtime_and_a_url() {
+    assert!(RedisProducer::start(RedisProducerConfig::new("redis://127.0.0.1:6379/")).is_err());
+    let err = EventBus::builder()
+        .settings(Settings::new().with("EVENT_BUS_PRODUCER", "redis"))
+        .start()
+        .unwrap_err();
+    assert!(err.to_string().contains("EVENT_BUS_REDIS_CONNECTION_URL"), "{err}");
+}
