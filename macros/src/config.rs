@@ -56,7 +56,7 @@ fn suggestion(found: &str) -> String {
         .map(|k| (strsim_distance(found, k), *k))
         .filter(|(d, _)| *d <= 3)
         .min()
-        .map(|(_, k)| format!("; did you mean `{k}`?"))
+        .map(|(_, k)| format!(" (did you mean `{k}`?)"))
         .unwrap_or_default()
 }
 
@@ -126,7 +126,7 @@ impl Parse for Entry {
                     return Err(syn::Error::new(
                         span,
                         format!(
-                            "unknown key `{other}`{}: an entry has `topic`, `event_key_field` and `enabled`",
+                            "unknown key `{other}`{}; an entry has `topic`, `event_key_field` and `enabled`",
                             suggestion(other)
                         ),
                     ))
@@ -215,9 +215,9 @@ fn validate(blocks: &[EventBlock]) -> syn::Result<Vec<(TokenStream, Vec<CheckedR
         for entry in &block.entries {
             let (Some(topic), Some(key_lit), Some(enabled)) = (&entry.topic, &entry.key, &entry.enabled) else {
                 let missing: Vec<&str> = [
-                    entry.topic.is_none().then_some("topic: \"...\""),
-                    entry.key.is_none().then_some("event_key_field: \"...\""),
-                    entry.enabled.is_none().then_some("enabled: true"),
+                    entry.topic.is_none().then_some("`topic` (e.g. topic: \"learning-course\")"),
+                    entry.key.is_none().then_some("`event_key_field` (e.g. event_key_field: \"course.course_key\")"),
+                    entry.enabled.is_none().then_some("`enabled` (enabled: true or enabled: false)"),
                 ]
                 .into_iter()
                 .flatten()
