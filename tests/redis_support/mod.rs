@@ -86,12 +86,15 @@ impl Entry {
     }
 }
 
+/// An `XRANGE` reply.
+type Page = Vec<(String, Vec<(String, Vec<u8>)>)>;
+
 /// Every entry of a stream, oldest first.
 pub fn read_stream(conn: &mut redis::Connection, key: &str) -> Vec<Entry> {
     let mut out = Vec::new();
     let mut start = "-".to_owned();
     loop {
-        let page: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+        let page: Page = redis::cmd("XRANGE")
             .arg(key)
             .arg(&start)
             .arg("+")

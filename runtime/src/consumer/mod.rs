@@ -8,6 +8,9 @@
 
 use std::time::Duration;
 
+#[cfg(feature = "redis")]
+pub mod redis;
+
 use crate::event::registry;
 use crate::metadata::{EventMetadata, SourceLib};
 use crate::signal::{Outcome, SendMode};

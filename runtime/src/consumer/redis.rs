@@ -1,0 +1,810 @@
+//! The Redis Streams consumer, wire-compatible with edx-event-bus-redis.
+//!
+//! A [`RedisConsumer`] reads one stream (a full topic) as one member of a consumer group,
+//! looks each message's event type up from its `type` field, decodes `event_data` with
+//! the schema of the event defined in this binary, and re-sends the event through its
+//! signal with the received metadata, marked as coming from the bus (so the producing
+//! handler does not produce it again).
+//!
+//! # What happens to a message
+//!
+//! - Its receivers all succeed: it is acknowledged (`XACK`, after each batch).
+//! - A receiver fails: it is left pending. Once it has been idle for
+//!   [`ConsumerOptions::retry_delay`], a member of the group claims it again (`XCLAIM`)
+//!   and retries it. After [`ConsumerOptions::max_retries`] retries it is dead-lettered.
+//! - It cannot be decoded, has an unknown type or bad metadata: it is dead-lettered at once.
+//!
+//! Dead-lettering writes the message's original fields plus `error`, `original_id`,
+//! `attempts`, `original_stream` and `group` to the dead-letter stream
+//! ([`ConsumerOptions::dead_letter_for`]) and acknowledges the original, in one
+//! `MULTI`/`EXEC` transaction. [`ConsumerOptions::max_consecutive_errors`] failed
+//! messages (or failed reconnections) in a row stop the consumer with an error.
+//!
+//! # Where a group starts
+//!
+//! A group is created (with `MKSTREAM`) at [`RedisConsumerOptions::start`] when it does
+//! not exist; an existing group keeps its position across restarts, so events produced
+//! while consumers were down are read. [`RedisConsumerOptions::reset_to`] moves an
+//! existing group (`XGROUP SETID`), to replay from a message id or skip to the end.
+//!
+//! # Shutdown
+//!
+//! When the shutdown future completes, the consumer finishes the message in hand,
+//! acknowledges what succeeded and returns its [`ConsumeStats`]. Messages it had read
+//! but not started stay pending in the group and are claimed again after
+//! [`ConsumerOptions::retry_delay`] (by this consumer name at its next start, at once).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::redis::aio::MultiplexedConnection;
+use ::redis::{AsyncConnectionConfig, Client, RedisError, Value};
+use tokio::sync::Notify;
+
+use super::{dispatch, parse_metadata, ConsumerOptions, DispatchError, ErrorBudget, RawMetadata, TooManyErrors};
+use crate::producer::redis::{open_client, stream_entries, Backoff, RedisConfigError, StreamEntry};
+
+/// Where a new group starts reading, or where [`RedisConsumerOptions::reset_to`] moves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartPosition {
+    /// The oldest message still in the stream (`0`).
+    Beginning,
+    /// Only messages added from now on (`$`).
+    End,
+    /// After this message id (`ms-seq`): the next message read is the first one after it.
+    After(String),
+}
+
+impl StartPosition {
+    fn as_arg(&self) -> &str {
+        match self {
+            StartPosition::Beginning => "0",
+            StartPosition::End => "$",
+            StartPosition::After(id) => id,
+        }
+    }
+}
+
+impl std::str::FromStr for StartPosition {
+    type Err = std::convert::Infallible;
+    /// `begin`/`beginning`/`0` → [`StartPosition::Beginning`], `end`/`$` → [`StartPosition::End`],
+    /// anything else is a message id.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s.trim() {
+            "begin" | "beginning" | "0" | "0-0" => StartPosition::Beginning,
+            "end" | "$" => StartPosition::End,
+            id => StartPosition::After(id.to_owned()),
+        })
+    }
+}
+
+/// Options of the Redis consumer.
+#[derive(Debug, Clone)]
+pub struct RedisConsumerOptions {
+    /// Retries, dead letters, error limit and batch size.
+    pub common: ConsumerOptions,
+    /// Where a group that does not exist yet starts (default: the beginning of the stream).
+    pub start: StartPosition,
+    /// Moves an existing group to this position at start (replay or skip).
+    pub reset_to: Option<StartPosition>,
+    /// Stop after this many messages were completed (acknowledged: handled or dead-lettered).
+    pub max_count: Option<u64>,
+    /// How long one `XREADGROUP` waits for new messages (also the longest delay before a
+    /// shutdown request is noticed while idle).
+    pub block: Duration,
+    /// `MAXLEN ~` of the dead-letter stream (`None`: not trimmed).
+    pub dead_letter_max_len: Option<usize>,
+    /// Time allowed to connect.
+    pub connect_timeout: Duration,
+    /// Time allowed for a reply (beyond `block` for reads).
+    pub response_timeout: Duration,
+    /// First delay before reconnecting; it doubles up to `reconnect_max_delay`.
+    pub reconnect_min_delay: Duration,
+    /// Longest delay between reconnection attempts.
+    pub reconnect_max_delay: Duration,
+    /// PEM file of the certificate authorities trusted for `rediss://` (default: the web roots).
+    pub tls_ca_file: Option<std::path::PathBuf>,
+}
+
+impl Default for RedisConsumerOptions {
+    fn default() -> Self {
+        Self {
+            common: ConsumerOptions::default(),
+            start: StartPosition::Beginning,
+            reset_to: None,
+            max_count: None,
+            block: Duration::from_secs(1),
+            dead_letter_max_len: None,
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(10),
+            reconnect_min_delay: Duration::from_millis(100),
+            reconnect_max_delay: Duration::from_secs(5),
+            tls_ca_file: None,
+        }
+    }
+}
+
+/// What a consumer did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConsumeStats {
+    /// Messages delivered to this consumer (new ones and claimed ones).
+    pub received: u64,
+    /// Messages whose receivers all succeeded.
+    pub succeeded: u64,
+    /// Failed deliveries left pending for a retry.
+    pub failed_attempts: u64,
+    /// Messages moved to the dead-letter stream.
+    pub dead_lettered: u64,
+    /// Pending messages claimed from the group (retries, or messages of stopped consumers).
+    pub claimed: u64,
+    /// Acknowledgements Redis counted (one per completed message).
+    pub acked: u64,
+    /// Pending messages whose entry was gone from the stream (trimmed before being handled).
+    pub vanished: u64,
+    /// Reconnections.
+    pub reconnects: u64,
+}
+
+/// Why the consumer stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    /// The URL or settings are unusable.
+    #[error(transparent)]
+    Config(#[from] RedisConfigError),
+    /// Too many failures in a row.
+    #[error(transparent)]
+    TooManyErrors(#[from] TooManyErrors),
+    /// Redis refused to create or move the group (e.g. the key is not a stream).
+    #[error("cannot set up consumer group {group:?} on {topic:?}: {error}")]
+    Group {
+        /// The stream.
+        topic: String,
+        /// The group.
+        group: String,
+        /// What Redis said.
+        error: String,
+    },
+}
+
+/// A consumer of one stream, in one group. See the [module documentation](self).
+#[derive(Debug)]
+pub struct RedisConsumer {
+    client: Client,
+    url_redacted: String,
+    topic: String,
+    group: String,
+    consumer: String,
+    dead_letter: String,
+    options: RedisConsumerOptions,
+}
+
+/// A received message on its way through the consumer.
+struct Received {
+    entry: StreamEntry,
+    /// Deliveries so far, this one included.
+    attempts: u64,
+}
+
+/// Why one step of the consumer loop stopped.
+enum StepError {
+    /// A Redis call failed: the connection is dropped and re-made.
+    Lost(RedisError),
+    /// The consumer must stop.
+    Fatal(ConsumeError),
+}
+
+impl From<RedisError> for StepError {
+    fn from(e: RedisError) -> Self {
+        StepError::Lost(e)
+    }
+}
+
+type Step<T> = Result<T, StepError>;
+
+/// What `handle` decided for one message.
+enum Handled {
+    Ack,
+    Pending,
+}
+
+impl RedisConsumer {
+    /// A consumer of the stream `topic` (the full topic, prefix applied) in `group`, under
+    /// the name `consumer_name` (unique per running consumer: its pending messages are its own).
+    pub fn new(
+        url: &str,
+        topic: impl Into<String>,
+        group: impl Into<String>,
+        consumer_name: impl Into<String>,
+        options: RedisConsumerOptions,
+    ) -> Result<Self, ConsumeError> {
+        let client = open_client(url, options.tls_ca_file.as_deref())?;
+        let topic = topic.into();
+        Ok(Self {
+            client,
+            url_redacted: crate::settings::redact_url(url),
+            dead_letter: options.common.dead_letter_for(&topic),
+            topic,
+            group: group.into(),
+            consumer: consumer_name.into(),
+            options,
+        })
+    }
+
+    /// The dead-letter stream of this consumer.
+    pub fn dead_letter_stream(&self) -> &str {
+        &self.dead_letter
+    }
+
+    /// Consumes until `shutdown` completes, `max_count` messages are completed, or too many
+    /// errors in a row.
+    pub async fn run<S>(self, shutdown: S) -> Result<ConsumeStats, ConsumeError>
+    where
+        S: Future<Output = ()> + Send + 'static,
+    {
+        let stop = Arc::new(StopFlag::default());
+        let watcher = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                stop.set();
+            })
+        };
+        let mut run = Run {
+            c: &self,
+            stop: stop.clone(),
+            conn: None,
+            connected_once: false,
+            backoff: Backoff::new(self.options.reconnect_min_delay, self.options.reconnect_max_delay),
+            budget: ErrorBudget::new(self.options.common.max_consecutive_errors),
+            redis_budget: ErrorBudget::new(self.options.common.max_consecutive_errors),
+            stats: ConsumeStats::default(),
+            to_ack: Vec::new(),
+            completed: 0,
+            group_ready: false,
+            own_pending_checked: false,
+            next_claim: tokio::time::Instant::now(),
+        };
+        tracing::info!(
+            url = %self.url_redacted,
+            topic = %self.topic,
+            group = %self.group,
+            consumer = %self.consumer,
+            "redis consumer starting"
+        );
+        let result = run.main().await;
+        watcher.abort();
+        let stats = run.stats;
+        tracing::info!(
+            topic = %self.topic,
+            group = %self.group,
+            consumer = %self.consumer,
+            received = stats.received,
+            succeeded = stats.succeeded,
+            dead_lettered = stats.dead_lettered,
+            "redis consumer stopped"
+        );
+        result.map(|()| stats)
+    }
+}
+
+#[derive(Default)]
+struct StopFlag {
+    set: AtomicBool,
+    notify: Notify,
+}
+
+impl StopFlag {
+    fn set(&self) {
+        self.set.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+    fn is_set(&self) -> bool {
+        self.set.load(Ordering::Acquire)
+    }
+    async fn sleep(&self, d: Duration) {
+        let notified = self.notify.notified();
+        if self.is_set() {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(d) => {}
+            _ = notified => {}
+        }
+    }
+}
+
+/// The state of one `run`.
+struct Run<'a> {
+    c: &'a RedisConsumer,
+    stop: Arc<StopFlag>,
+    conn: Option<MultiplexedConnection>,
+    connected_once: bool,
+    backoff: Backoff,
+    /// Consecutive failed messages.
+    budget: ErrorBudget,
+    /// Consecutive failed Redis calls or connections.
+    redis_budget: ErrorBudget,
+    stats: ConsumeStats,
+    to_ack: Vec<String>,
+    completed: u64,
+    group_ready: bool,
+    own_pending_checked: bool,
+    next_claim: tokio::time::Instant,
+}
+
+impl Run<'_> {
+    fn done(&self) -> bool {
+        self.stop.is_set() || self.c.options.max_count.is_some_and(|m| self.completed >= m)
+    }
+
+    fn remaining(&self) -> usize {
+        let batch = self.c.options.common.batch_size.max(1);
+        match self.c.options.max_count {
+            Some(m) => (m.saturating_sub(self.completed) as usize).clamp(1, batch),
+            None => batch,
+        }
+    }
+
+    async fn main(&mut self) -> Result<(), ConsumeError> {
+        loop {
+            if self.done() {
+                return Ok(());
+            }
+            let Some(mut conn) = self.connection().await? else {
+                return Ok(());
+            };
+            match self.step(&mut conn).await {
+                Ok(()) => {
+                    self.backoff.reset();
+                    self.redis_budget.success();
+                }
+                Err(StepError::Fatal(e)) => return Err(e),
+                Err(StepError::Lost(e)) => {
+                    tracing::warn!(
+                        topic = %self.c.topic,
+                        group = %self.c.group,
+                        error = %e,
+                        "redis consumer lost its connection; reconnecting"
+                    );
+                    self.conn = None;
+                    self.redis_budget.failure(&e.to_string())?;
+                    let delay = self.backoff.next_delay();
+                    self.stop.sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// One turn: set up, take back due pending messages, read new ones, acknowledge.
+    async fn step(&mut self, conn: &mut MultiplexedConnection) -> Step<()> {
+        if !self.group_ready {
+            self.setup_group(conn).await?;
+            self.group_ready = true;
+        }
+        if !self.own_pending_checked {
+            // This name's pending messages (from a previous run) are taken back at once.
+            let me = self.c.consumer.clone();
+            self.claim(conn, Some(&me), Duration::ZERO).await?;
+            self.own_pending_checked = true;
+        }
+        if tokio::time::Instant::now() >= self.next_claim {
+            let retry_delay = self.c.options.common.retry_delay;
+            self.claim(conn, None, retry_delay).await?;
+            let every = (retry_delay / 2).clamp(Duration::from_millis(50), Duration::from_secs(5));
+            self.next_claim = tokio::time::Instant::now() + every;
+        }
+        if !self.done() {
+            self.read_new(conn).await?;
+        }
+        self.flush_acks(conn).await
+    }
+
+    /// The connection, (re)connecting with backoff; `None` when asked to stop meanwhile.
+    async fn connection(&mut self) -> Result<Option<MultiplexedConnection>, ConsumeError> {
+        loop {
+            if let Some(c) = &self.conn {
+                return Ok(Some(c.clone()));
+            }
+            if self.stop.is_set() {
+                return Ok(None);
+            }
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(self.c.options.connect_timeout)
+                .set_response_timeout(self.c.options.response_timeout + self.c.options.block);
+            match self
+                .c
+                .client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+            {
+                Ok(c) => {
+                    if self.connected_once {
+                        self.stats.reconnects += 1;
+                        tracing::info!(topic = %self.c.topic, group = %self.c.group, "redis consumer reconnected");
+                    }
+                    self.connected_once = true;
+                    self.conn = Some(c);
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %self.c.topic, error = %e, "redis consumer cannot connect");
+                    self.redis_budget.failure(&e.to_string())?;
+                    let delay = self.backoff.next_delay();
+                    self.stop.sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// Creates the group if needed, or moves it when asked.
+    async fn setup_group(&mut self, conn: &mut MultiplexedConnection) -> Step<()> {
+        let o = &self.c.options;
+        let created: Result<Value, RedisError> = ::redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&self.c.topic)
+            .arg(&self.c.group)
+            .arg(o.start.as_arg())
+            .arg("MKSTREAM")
+            .query_async(conn)
+            .await;
+        match created {
+            Ok(_) => {
+                tracing::info!(topic = %self.c.topic, group = %self.c.group, start = o.start.as_arg(), "consumer group created");
+            }
+            Err(e) if e.code() == Some("BUSYGROUP") => {
+                if let Some(pos) = &o.reset_to {
+                    let _: Value = ::redis::cmd("XGROUP")
+                        .arg("SETID")
+                        .arg(&self.c.topic)
+                        .arg(&self.c.group)
+                        .arg(pos.as_arg())
+                        .query_async(conn)
+                        .await?;
+                    tracing::info!(topic = %self.c.topic, group = %self.c.group, position = pos.as_arg(), "consumer group moved");
+                }
+            }
+            // A refusal (e.g. WRONGTYPE: the key is not a stream) will not go away.
+            Err(e) if e.code().is_some() => {
+                return Err(StepError::Fatal(ConsumeError::Group {
+                    topic: self.c.topic.clone(),
+                    group: self.c.group.clone(),
+                    error: e.to_string(),
+                }))
+            }
+            Err(e) => return Err(StepError::Lost(e)),
+        }
+        Ok(())
+    }
+
+    /// Claims pending messages idle for at least `min_idle` (of one consumer, or of all)
+    /// and handles them.
+    async fn claim(&mut self, conn: &mut MultiplexedConnection, owner: Option<&str>, min_idle: Duration) -> Step<()> {
+        let mut cursor = "-".to_owned();
+        loop {
+            if self.done() {
+                return Ok(());
+            }
+            let count = self.remaining();
+            let mut cmd = ::redis::cmd("XPENDING");
+            cmd.arg(&self.c.topic).arg(&self.c.group);
+            if !min_idle.is_zero() {
+                cmd.arg("IDLE").arg(min_idle.as_millis() as u64);
+            }
+            cmd.arg(&cursor).arg("+").arg(count);
+            if let Some(owner) = owner {
+                cmd.arg(owner);
+            }
+            let pending: Value = cmd.query_async(conn).await?;
+            let pending = pending_entries(pending);
+            if pending.is_empty() {
+                return Ok(());
+            }
+            let full_page = pending.len() >= count;
+            cursor = format!("({}", pending[pending.len() - 1].0);
+            let deliveries: HashMap<String, u64> = pending.iter().cloned().collect();
+            let mut xclaim = ::redis::cmd("XCLAIM");
+            xclaim
+                .arg(&self.c.topic)
+                .arg(&self.c.group)
+                .arg(&self.c.consumer)
+                .arg(min_idle.as_millis() as u64);
+            for (id, _) in &pending {
+                xclaim.arg(id);
+            }
+            let claimed: Value = xclaim.query_async(conn).await?;
+            let claimed = stream_entries(claimed);
+            // An id missing from the reply was claimed by another consumer meanwhile, or its
+            // entry is gone (Redis 7 then drops it from the group; older servers return it
+            // without a body, which `handle` acknowledges).
+            self.stats.claimed += claimed.len() as u64;
+            for entry in claimed {
+                if self.done() {
+                    break;
+                }
+                let attempts = deliveries.get(&entry.id).copied().unwrap_or(0) + 1;
+                self.process(conn, Received { entry, attempts }).await?;
+            }
+            self.flush_acks(conn).await?;
+            if !full_page {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Reads and handles one batch of new messages.
+    async fn read_new(&mut self, conn: &mut MultiplexedConnection) -> Step<()> {
+        let reply: Value = ::redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(&self.c.group)
+            .arg(&self.c.consumer)
+            .arg("COUNT")
+            .arg(self.remaining())
+            .arg("BLOCK")
+            .arg(self.c.options.block.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&self.c.topic)
+            .arg(">")
+            .query_async(conn)
+            .await?;
+        self.backoff.reset();
+        for entry in read_reply_entries(reply) {
+            if self.done() {
+                break;
+            }
+            self.process(conn, Received { entry, attempts: 1 }).await?;
+        }
+        Ok(())
+    }
+
+    async fn process(&mut self, conn: &mut MultiplexedConnection, msg: Received) -> Step<()> {
+        self.stats.received += 1;
+        match self.handle(conn, msg).await? {
+            Handled::Ack => self.completed += 1,
+            Handled::Pending => {}
+        }
+        Ok(())
+    }
+
+    /// Handles one message: dispatch, then decide acknowledge / retry / dead letter.
+    async fn handle(&mut self, conn: &mut MultiplexedConnection, msg: Received) -> Step<Handled> {
+        let Received { entry, attempts } = msg;
+        if entry.deleted {
+            self.stats.vanished += 1;
+            tracing::warn!(topic = %self.c.topic, message_id = %entry.id, "pending message no longer in the stream");
+            self.to_ack.push(entry.id);
+            return Ok(Handled::Ack);
+        }
+        let (raw, data) = read_fields(&entry.fields);
+        let event_id = raw.id.clone().unwrap_or_default();
+        let event_type = raw.event_type.clone().unwrap_or_default();
+        let result = match (parse_metadata(&raw), data) {
+            (Ok(metadata), Some(data)) => dispatch(metadata, data).await,
+            (Ok(_), None) => Err(DispatchError::BadMetadata("missing `event_data`".into())),
+            (Err(e), _) => Err(e),
+        };
+        match result {
+            Ok(()) => {
+                self.stats.succeeded += 1;
+                self.budget.success();
+                self.to_ack.push(entry.id);
+                Ok(Handled::Ack)
+            }
+            Err(e) => {
+                let error = e.to_string();
+                let give_up = e.is_permanent() || attempts > u64::from(self.c.options.common.max_retries);
+                if give_up {
+                    tracing::error!(
+                        topic = %self.c.topic,
+                        group = %self.c.group,
+                        message_id = %entry.id,
+                        event_type = %event_type,
+                        event_id = %event_id,
+                        attempts,
+                        error = %error,
+                        "message dead-lettered"
+                    );
+                    self.dead_letter(conn, &entry, &error, attempts).await?;
+                    self.stats.dead_lettered += 1;
+                } else {
+                    tracing::warn!(
+                        topic = %self.c.topic,
+                        group = %self.c.group,
+                        message_id = %entry.id,
+                        event_type = %event_type,
+                        event_id = %event_id,
+                        attempts,
+                        error = %error,
+                        "message failed; it will be retried"
+                    );
+                    self.stats.failed_attempts += 1;
+                }
+                if let Err(too_many) = self.budget.failure(&error) {
+                    // Keep what is done so far, then stop.
+                    if give_up {
+                        self.completed += 1;
+                    }
+                    self.flush_acks(conn).await?;
+                    return Err(StepError::Fatal(too_many.into()));
+                }
+                Ok(if give_up { Handled::Ack } else { Handled::Pending })
+            }
+        }
+    }
+
+    /// Moves a message to the dead-letter stream and acknowledges it, atomically.
+    async fn dead_letter(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        entry: &StreamEntry,
+        error: &str,
+        attempts: u64,
+    ) -> Step<()> {
+        let mut pipe = ::redis::pipe();
+        pipe.atomic();
+        let xadd = pipe.cmd("XADD").arg(&self.c.dead_letter);
+        if let Some(n) = self.c.options.dead_letter_max_len {
+            xadd.arg("MAXLEN").arg("~").arg(n);
+        }
+        xadd.arg("*");
+        for (k, v) in &entry.fields {
+            xadd.arg(&k[..]).arg(&v[..]);
+        }
+        xadd.arg("error")
+            .arg(error)
+            .arg("original_id")
+            .arg(&entry.id)
+            .arg("attempts")
+            .arg(attempts)
+            .arg("original_stream")
+            .arg(&self.c.topic)
+            .arg("group")
+            .arg(&self.c.group)
+            .ignore();
+        pipe.cmd("XACK").arg(&self.c.topic).arg(&self.c.group).arg(&entry.id);
+        let (acked,): (u64,) = pipe.query_async(conn).await?;
+        self.stats.acked += acked;
+        Ok(())
+    }
+
+    async fn flush_acks(&mut self, conn: &mut MultiplexedConnection) -> Step<()> {
+        if self.to_ack.is_empty() {
+            return Ok(());
+        }
+        let acked: u64 = ::redis::cmd("XACK")
+            .arg(&self.c.topic)
+            .arg(&self.c.group)
+            .arg(&self.to_ack)
+            .query_async(conn)
+            .await?;
+        if (acked as usize) < self.to_ack.len() {
+            tracing::warn!(
+                topic = %self.c.topic,
+                group = %self.c.group,
+                expected = self.to_ack.len(),
+                acked,
+                "some messages were no longer pending when acknowledged (claimed by another consumer?)"
+            );
+        }
+        self.stats.acked += acked;
+        self.to_ack.clear();
+        Ok(())
+    }
+}
+
+/// The metadata fields and `event_data` of a message.
+fn read_fields(fields: &[(Vec<u8>, Vec<u8>)]) -> (RawMetadata, Option<&[u8]>) {
+    let mut raw = RawMetadata::default();
+    let mut data = None;
+    for (k, v) in fields {
+        let text = || String::from_utf8(v.clone()).ok();
+        match &k[..] {
+            b"type" => raw.event_type = text(),
+            b"id" => raw.id = text(),
+            b"source" => raw.source = text(),
+            b"time" => raw.time = text(),
+            b"minorversion" => raw.minorversion = text(),
+            b"sourcehost" => raw.sourcehost = text(),
+            b"sourcelib" => raw.sourcelib = text(),
+            b"event_data" => data = Some(&v[..]),
+            _ => {}
+        }
+    }
+    (raw, data)
+}
+
+/// The entries of an `XREADGROUP` reply (one stream): `[[stream, [entries]]]`, or nil.
+fn read_reply_entries(v: Value) -> Vec<StreamEntry> {
+    match v {
+        Value::Array(streams) => streams
+            .into_iter()
+            .flat_map(|s| match s {
+                Value::Array(mut pair) if pair.len() == 2 => stream_entries(pair.pop().unwrap_or(Value::Nil)),
+                _ => Vec::new(),
+            })
+            .collect(),
+        Value::Map(streams) => streams.into_iter().flat_map(|(_, e)| stream_entries(e)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// `(id, deliveries)` of an extended `XPENDING` reply.
+fn pending_entries(v: Value) -> Vec<(String, u64)> {
+    let Value::Array(items) = v else {
+        return Vec::new();
+    };
+    items
+        .into_iter()
+        .filter_map(|item| {
+            let Value::Array(fields) = item else { return None };
+            let id = match fields.first()? {
+                Value::BulkString(b) => String::from_utf8(b.clone()).ok()?,
+                Value::SimpleString(s) => s.clone(),
+                _ => return None,
+            };
+            let deliveries = match fields.get(3)? {
+                Value::Int(n) => u64::try_from(*n).ok()?,
+                _ => return None,
+            };
+            Some((id, deliveries))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_positions_parse() {
+        assert_eq!("begin".parse::<StartPosition>().unwrap(), StartPosition::Beginning);
+        assert_eq!("$".parse::<StartPosition>().unwrap(), StartPosition::End);
+        assert_eq!(
+            "1700000000000-3".parse::<StartPosition>().unwrap(),
+            StartPosition::After("1700000000000-3".into())
+        );
+        assert_eq!(StartPosition::Beginning.as_arg(), "0");
+    }
+
+    #[test]
+    fn fields_are_read_by_name_and_bad_utf8_is_missing() {
+        let fields = vec![
+            (b"sourcelib".to_vec(), b"10.5.0".to_vec()),
+            (b"type".to_vec(), b"org.openedx.x.y.v1".to_vec()),
+            (b"id".to_vec(), vec![0xff]),
+            (b"event_data".to_vec(), vec![0, 1]),
+            (b"extra".to_vec(), b"ignored".to_vec()),
+        ];
+        let (raw, data) = read_fields(&fields);
+        assert_eq!(raw.event_type.as_deref(), Some("org.openedx.x.y.v1"));
+        assert_eq!(raw.sourcelib.as_deref(), Some("10.5.0"));
+        assert_eq!(raw.id, None);
+        assert_eq!(data, Some(&[0u8, 1][..]));
+    }
+
+    #[test]
+    fn replies_parse() {
+        let pending = Value::Array(vec![
+            Value::Array(vec![
+                Value::BulkString(b"1-0".to_vec()),
+                Value::BulkString(b"c1".to_vec()),
+                Value::Int(1000),
+                Value::Int(3),
+            ]),
+            Value::Nil,
+        ]);
+        assert_eq!(pending_entries(pending), vec![("1-0".to_owned(), 3)]);
+        let read = Value::Array(vec![Value::Array(vec![
+            Value::BulkString(b"stream".to_vec()),
+            Value::Array(vec![Value::Array(vec![
+                Value::BulkString(b"5-1".to_vec()),
+                Value::Array(vec![Value::BulkString(b"k".to_vec()), Value::BulkString(b"v".to_vec())]),
+            ])]),
+        ])]);
+        let entries = read_reply_entries(read);
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].id, "5-1");
+        assert!(read_reply_entries(Value::Nil).is_empty());
+    }
+}
