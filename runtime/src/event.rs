@@ -156,6 +156,23 @@ pub struct JsonDataError {
     pub message: String,
 }
 
+/// Error reading event data from schemaless Avro, naming the value where reading stopped.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot decode {event_type} from Avro{}: {message}", path.as_deref().map(|p| format!(" at {p}")).unwrap_or_default())]
+pub struct TracedDecodeError {
+    /// The event type.
+    pub event_type: &'static str,
+    /// The path of the value being read (`course.course_key`, `items[2]`), when inside the data.
+    pub path: Option<String>,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// A receiver of any event type: it sees the metadata, the type-erased data, and
+/// whether the event came from the bus. See [`EventOps::connect_erased`].
+pub type ErasedReceiver =
+    Arc<dyn Fn(&EventMetadata, &dyn AnyEvent, bool) -> Result<(), crate::signal::BoxError> + Send + Sync>;
+
 /// The operations of one event type, usable when the type is known only by its
 /// type string (consumers, configuration, tools).
 pub trait EventOps: Send + Sync {
@@ -196,6 +213,12 @@ pub trait EventOps: Send + Sync {
         routes: Arc<[crate::bus::HandlerRoute]>,
         producer: Arc<dyn crate::producer::Producer>,
     ) -> ReceiverId;
+    /// Like [`EventOps::decode_avro`], naming the path of the value where decoding failed
+    /// (slower: for tools that explain a bad message, not for consumers).
+    fn decode_avro_traced(&self, bytes: &[u8]) -> Result<Arc<dyn AnyEvent>, TracedDecodeError>;
+    /// Connects a receiver that sees this event type's events type-erased (tools that
+    /// handle every event type alike, e.g. printing what a consumer receives).
+    fn connect_erased(&self, receiver: ErasedReceiver) -> ReceiverId;
     /// Disconnects a receiver from this event's signal.
     fn disconnect(&self, id: ReceiverId) -> bool;
     #[doc(hidden)]
@@ -283,6 +306,37 @@ impl<E: OpenEdxEvent> EventOps for Ops<E> {
         producer: Arc<dyn crate::producer::Producer>,
     ) -> ReceiverId {
         crate::bus::connect_handler::<E>(routes, producer)
+    }
+    fn decode_avro_traced(&self, bytes: &[u8]) -> Result<Arc<dyn AnyEvent>, TracedDecodeError> {
+        use std::io::BufRead;
+        let schema = E::avro_schema();
+        let mut config = serde_avro_fast::de::DeserializerConfig::new(schema.parsed());
+        config.max_seq_size = schema.max_seq_size(bytes.len());
+        let mut state = serde_avro_fast::de::DeserializerState::with_config(
+            serde_avro_fast::de::read::SliceRead::new(bytes),
+            config,
+        );
+        let event: E = serde_path_to_error::deserialize(state.deserializer()).map_err(|e| {
+            let path = e.path().to_string();
+            TracedDecodeError {
+                event_type: E::EVENT_TYPE,
+                path: (path != ".").then_some(path),
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        let trailing = state.into_reader().fill_buf().map_or(0, |r| r.len());
+        if trailing != 0 {
+            return Err(TracedDecodeError {
+                event_type: E::EVENT_TYPE,
+                path: None,
+                message: format!("{trailing} bytes left after the datum"),
+            });
+        }
+        Ok(Arc::new(event))
+    }
+    fn connect_erased(&self, receiver: ErasedReceiver) -> ReceiverId {
+        E::signal()
+            .connect(move |env: &crate::signal::Envelope<E>| receiver(&env.metadata, &*env.data, env.from_event_bus))
     }
     fn disconnect(&self, id: ReceiverId) -> bool {
         E::signal().disconnect(id)
