@@ -190,6 +190,14 @@ pub trait EventOps: Send + Sync {
     fn resolve_key(&self, path: &str) -> Result<ErasedKey, KeyPathError>;
     /// Decodes schemaless Avro into event data.
     fn decode_avro(&self, bytes: &[u8]) -> Result<Arc<dyn AnyEvent>, DecodeError>;
+    /// Decodes schemaless Avro written with another schema (the writer's, e.g. fetched
+    /// from a schema registry) into this event's data: record fields are matched by
+    /// name, fields unknown here are skipped, optional fields the writer lacks are `None`.
+    fn decode_avro_with_schema(
+        &self,
+        bytes: &[u8],
+        writer: &serde_avro_fast::Schema,
+    ) -> Result<Arc<dyn AnyEvent>, DecodeError>;
     /// Reads event data from JSON in the datum form.
     fn from_json(&self, json: &serde_json::Value) -> Result<Arc<dyn AnyEvent>, JsonDataError>;
     /// Sends decoded data through the signal with received metadata (from the bus).
@@ -264,6 +272,24 @@ impl<E: OpenEdxEvent> EventOps for Ops<E> {
     }
     fn decode_avro(&self, bytes: &[u8]) -> Result<Arc<dyn AnyEvent>, DecodeError> {
         Ok(Arc::new(crate::avro::decode::<E>(bytes)?))
+    }
+    fn decode_avro_with_schema(
+        &self,
+        bytes: &[u8],
+        writer: &serde_avro_fast::Schema,
+    ) -> Result<Arc<dyn AnyEvent>, DecodeError> {
+        let mut config = serde_avro_fast::de::DeserializerConfig::new(writer);
+        // Bounds what a hostile length prefix can make the decoder allocate.
+        config.max_seq_size = bytes.len().max(1);
+        let mut state = serde_avro_fast::de::DeserializerState::with_config(
+            serde_avro_fast::de::read::SliceRead::new(bytes),
+            config,
+        );
+        let event = E::deserialize(state.deserializer()).map_err(|source| DecodeError::Avro {
+            event_type: E::EVENT_TYPE,
+            source,
+        })?;
+        Ok(Arc::new(event))
     }
     fn from_json(&self, json: &serde_json::Value) -> Result<Arc<dyn AnyEvent>, JsonDataError> {
         crate::__private::from_json_value::<E>(json).map(|e| Arc::new(e) as Arc<dyn AnyEvent>)

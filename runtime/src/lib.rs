@@ -56,6 +56,8 @@ pub mod key;
 pub mod keys;
 pub mod metadata;
 pub mod producer;
+#[cfg(feature = "kafka")]
+pub mod schema_registry;
 pub mod settings;
 pub mod signal;
 pub mod time;

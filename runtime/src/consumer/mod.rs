@@ -8,6 +8,8 @@
 
 use std::time::Duration;
 
+#[cfg(feature = "kafka")]
+pub mod kafka;
 #[cfg(feature = "redis")]
 pub mod redis;
 

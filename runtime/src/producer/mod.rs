@@ -14,6 +14,8 @@ use crate::key::EventKey;
 use crate::metadata::EventMetadata;
 
 pub mod memory;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 #[cfg(feature = "redis")]
 pub mod redis;
 
@@ -144,6 +146,13 @@ pub(crate) fn backend_from_settings(
     match backend {
         #[cfg(feature = "redis")]
         "redis" => self::redis::RedisProducer::from_settings(settings)
+            .map(|p| Arc::new(p) as Arc<dyn Producer>)
+            .map_err(|e| crate::bus::StartError::Producer {
+                backend,
+                message: e.to_string(),
+            }),
+        #[cfg(feature = "kafka")]
+        "kafka" => self::kafka::KafkaProducer::from_settings(settings)
             .map(|p| Arc::new(p) as Arc<dyn Producer>)
             .map_err(|e| crate::bus::StartError::Producer {
                 backend,

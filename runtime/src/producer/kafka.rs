@@ -1,0 +1,789 @@
+//! The Kafka producer, wire-compatible with edx-event-bus-kafka.
+//!
+//! Each event becomes one message: the CloudEvents headers of the spec (in the order
+//! the Python producer writes them), the key and the value framed for the Schema
+//! Registry (magic byte, schema id, schemaless Avro). Schemas are registered
+//! automatically under the topic-record subjects, once per (subject, schema).
+//!
+//! [`KafkaProducer::produce`] never waits on the network: an event whose schema ids
+//! are known is encoded and handed to librdkafka's local queue; an event of a route
+//! whose schemas are still being registered is parked, in order, and a background
+//! registrar thread registers them, then releases the parked events. Delivery reports
+//! are handled on librdkafka's polling thread: a failure is logged with event type,
+//! topic, event id and error (never the data) and counted. [`KafkaProducer::flush`]
+//! and [`KafkaProducer::shutdown`] return only when every accepted event is delivered
+//! or reported failed.
+//!
+//! Settings: `EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS`, `EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL`
+//! (+ `EVENT_BUS_KAFKA_SCHEMA_REGISTRY_API_KEY` / `_API_SECRET`), `EVENT_BUS_KAFKA_API_KEY` /
+//! `_API_SECRET` (SASL_SSL with PLAIN), `EVENTS_SERVICE_NAME` (client id), any librdkafka
+//! property as `EVENT_BUS_KAFKA_CONFIG_<NAME>` (e.g. `EVENT_BUS_KAFKA_CONFIG_LINGER_MS=10`
+//! sets `linger.ms`; `EVENT_BUS_KAFKA_PRODUCER_CONFIG_<NAME>` for the producer only),
+//! and the full-queue policy `EVENT_BUS_KAFKA_QUEUE_FULL_WAIT_MS` (see [`QueueFullPolicy`]).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{KeyFieldInfo, ProduceError, Producer, ProducerRecord};
+use crate::key::EventKey;
+use crate::metadata::EventMetadata;
+use crate::schema_registry::{self, RegistryError, SchemaRegistryClient};
+use crate::settings::Settings;
+
+const BACKEND: &str = "kafka";
+
+/// Builds a librdkafka configuration from the bus settings, as edx-event-bus-kafka
+/// does (bootstrap servers, SASL_SSL + PLAIN when an API key and secret are set,
+/// client id = service name), then applies `EVENT_BUS_KAFKA_CONFIG_<NAME>` and
+/// `EVENT_BUS_KAFKA_<ROLE>_CONFIG_<NAME>` pass-through properties (`role` is
+/// `PRODUCER` or `CONSUMER`). `<NAME>` is the property with `.` written `_`, any case.
+pub fn client_config(settings: &Settings, role: &str) -> Result<ClientConfig, String> {
+    let bootstrap = settings
+        .get("EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS")
+        .ok_or("EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS is not set")?;
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    if let (Some(key), Some(secret)) = (
+        settings.get("EVENT_BUS_KAFKA_API_KEY"),
+        settings.get("EVENT_BUS_KAFKA_API_SECRET"),
+    ) {
+        config
+            .set("sasl.mechanism", "PLAIN")
+            .set("security.protocol", "SASL_SSL")
+            .set("sasl.username", key)
+            .set("sasl.password", secret);
+    }
+    if let Some(service) = settings.service_name() {
+        config.set("client.id", service);
+    }
+    let general = "EVENT_BUS_KAFKA_CONFIG_";
+    let specific = format!("EVENT_BUS_KAFKA_{role}_CONFIG_");
+    for prefix in [general, specific.as_str()] {
+        for (name, value) in settings.iter() {
+            if let Some(property) = name.strip_prefix(prefix) {
+                if property.is_empty() {
+                    continue;
+                }
+                config.set(property.to_ascii_lowercase().replace('_', "."), value);
+            }
+        }
+    }
+    Ok(config)
+}
+
+/// What `produce` does when librdkafka's local queue is full
+/// (`queue.buffering.max.messages` / `.kbytes` reached).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueFullPolicy {
+    /// Refuse the event at once with [`ProduceError::BufferFull`] (logged by the bus
+    /// with event type, topic and id, and counted as rejected). The default: never
+    /// blocks the sending thread.
+    Reject,
+    /// Wait up to this long for room (blocking the sending thread, in 1 ms steps),
+    /// then refuse the event. Set with `EVENT_BUS_KAFKA_QUEUE_FULL_WAIT_MS`; only for
+    /// services that send from threads that may block.
+    Wait(Duration),
+}
+
+impl QueueFullPolicy {
+    fn from_settings(settings: &Settings) -> Result<Self, String> {
+        match settings.get("EVENT_BUS_KAFKA_QUEUE_FULL_WAIT_MS") {
+            None => Ok(Self::Reject),
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(0) => Ok(Self::Reject),
+                Ok(ms) => Ok(Self::Wait(Duration::from_millis(ms))),
+                Err(e) => Err(format!("EVENT_BUS_KAFKA_QUEUE_FULL_WAIT_MS={v:?}: {e}")),
+            },
+        }
+    }
+}
+
+/// Counters of a [`KafkaProducer`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KafkaProducerStats {
+    /// Events accepted by `produce`.
+    pub accepted: u64,
+    /// Events the broker acknowledged.
+    pub delivered: u64,
+    /// Accepted events reported failed (delivery error, or their schema could not be registered).
+    pub failed: u64,
+    /// Events refused by `produce` (full queue, closed producer, encoding error).
+    pub rejected: u64,
+    /// Accepted events waiting for their schemas to be registered.
+    pub parked: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    accepted: AtomicU64,
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    rejected: AtomicU64,
+    parked: AtomicUsize,
+    failed_reported: AtomicU64,
+}
+
+impl Counters {
+    fn completed(&self) -> u64 {
+        self.delivered.load(Ordering::Acquire) + self.failed.load(Ordering::Acquire)
+    }
+}
+
+/// What the delivery callback needs to log a failure (never the data).
+struct DeliveryInfo {
+    event_type: &'static str,
+    topic: Arc<str>,
+    event_id: Uuid,
+}
+
+struct DeliveryContext {
+    counters: Arc<Counters>,
+}
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = Box<DeliveryInfo>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, info: Box<DeliveryInfo>) {
+        match result {
+            Ok(_) => {
+                self.counters.delivered.fetch_add(1, Ordering::AcqRel);
+            }
+            Err((error, _)) => {
+                self.counters.failed.fetch_add(1, Ordering::AcqRel);
+                tracing::error!(
+                    event_type = info.event_type,
+                    topic = &*info.topic,
+                    event_id = %info.event_id,
+                    error = %error,
+                    "kafka delivery failed"
+                );
+            }
+        }
+    }
+}
+
+type RouteKey = (Arc<str>, &'static str, Option<(&'static str, &'static str)>);
+
+/// Schema ids of one (topic, event type, key field) route.
+struct RouteIds {
+    value_id: u32,
+    key_id: Option<u32>,
+}
+
+struct RouteState {
+    topic: Arc<str>,
+    event_type: &'static str,
+    key_field: Option<KeyFieldInfo>,
+    ready: OnceLock<RouteIds>,
+    failed: OnceLock<String>,
+    parked: Mutex<Vec<ProducerRecord>>,
+    requested: AtomicBool,
+}
+
+struct Inner {
+    producer: ThreadedProducer<DeliveryContext>,
+    counters: Arc<Counters>,
+    routes: RwLock<HashMap<RouteKey, Arc<RouteState>>>,
+    registrar: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Arc<RouteState>>>>,
+    closed: AtomicBool,
+    policy: QueueFullPolicy,
+    max_parked: usize,
+}
+
+/// The Kafka producer. Cheap to clone (shared state).
+#[derive(Clone)]
+pub struct KafkaProducer {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for KafkaProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaProducer")
+            .field("stats", &self.stats())
+            .field("policy", &self.inner.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a Kafka producer could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSetupError {
+    /// A setting is missing or invalid.
+    #[error("{0}")]
+    Settings(String),
+    /// librdkafka refused the configuration.
+    #[error("librdkafka: {0}")]
+    Kafka(#[from] KafkaError),
+    /// The schema registry client could not be made.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The registrar thread could not be started.
+    #[error("cannot start the schema registrar thread: {0}")]
+    Thread(std::io::Error),
+}
+
+impl KafkaProducer {
+    /// Creates the producer from settings (see the module documentation).
+    pub fn from_settings(settings: &Settings) -> Result<Self, KafkaSetupError> {
+        let config = client_config(settings, "PRODUCER").map_err(KafkaSetupError::Settings)?;
+        let registry = SchemaRegistryClient::from_settings(settings)?;
+        let policy = QueueFullPolicy::from_settings(settings).map_err(KafkaSetupError::Settings)?;
+        Self::new(config, registry, policy)
+    }
+
+    /// Creates the producer from a librdkafka configuration and a registry client.
+    /// Idempotence is on unless the configuration says otherwise, so retries keep the
+    /// order per partition and never duplicate.
+    pub fn new(
+        mut config: ClientConfig,
+        registry: SchemaRegistryClient,
+        policy: QueueFullPolicy,
+    ) -> Result<Self, KafkaSetupError> {
+        if config.get("enable.idempotence").is_none() {
+            config.set("enable.idempotence", "true");
+        }
+        let max_parked = config
+            .get("queue.buffering.max.messages")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(100_000);
+        let counters = Arc::new(Counters::default());
+        let producer: ThreadedProducer<DeliveryContext> = config.create_with_context(DeliveryContext {
+            counters: counters.clone(),
+        })?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            producer,
+            counters,
+            routes: RwLock::default(),
+            registrar: Mutex::new(Some(tx)),
+            closed: AtomicBool::new(false),
+            policy,
+            max_parked,
+        });
+        let weak = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("kafka-schema-registrar".into())
+            .spawn(move || registrar_thread(weak, registry, rx))
+            .map_err(KafkaSetupError::Thread)?;
+        Ok(Self { inner })
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> KafkaProducerStats {
+        let c = &self.inner.counters;
+        KafkaProducerStats {
+            accepted: c.accepted.load(Ordering::Acquire),
+            delivered: c.delivered.load(Ordering::Acquire),
+            failed: c.failed.load(Ordering::Acquire),
+            rejected: c.rejected.load(Ordering::Acquire),
+            parked: c.parked.load(Ordering::Acquire) as u64,
+        }
+    }
+
+    fn route(&self, record: &ProducerRecord) -> Arc<RouteState> {
+        let key: RouteKey = (
+            record.topic.clone(),
+            record.metadata.event_type,
+            record.key_field.map(|k| (k.name, k.avro_type)),
+        );
+        if let Some(r) = self.inner.routes.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return r.clone();
+        }
+        let mut routes = self.inner.routes.write().unwrap_or_else(|e| e.into_inner());
+        routes
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(RouteState {
+                    topic: record.topic.clone(),
+                    event_type: record.metadata.event_type,
+                    key_field: record.key_field,
+                    ready: OnceLock::new(),
+                    failed: OnceLock::new(),
+                    parked: Mutex::new(Vec::new()),
+                    requested: AtomicBool::new(false),
+                })
+            })
+            .clone()
+    }
+
+    fn produce_record(&self, record: ProducerRecord) -> Result<(), ProduceError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(ProduceError::Closed);
+        }
+        let route = self.route(&record);
+        if let Some(ids) = route.ready.get() {
+            return self.inner.send(&record, ids, self.inner.policy);
+        }
+        if let Some(error) = route.failed.get() {
+            return Err(backend_error(format!("schema registration failed: {error}")));
+        }
+        let mut parked = route.parked.lock().unwrap_or_else(|e| e.into_inner());
+        // Registration may have finished while we waited for the lock.
+        if let Some(ids) = route.ready.get() {
+            drop(parked);
+            return self.inner.send(&record, ids, self.inner.policy);
+        }
+        if self.inner.counters.parked.load(Ordering::Acquire) >= self.inner.max_parked {
+            return Err(ProduceError::BufferFull { waited: Duration::ZERO });
+        }
+        parked.push(record);
+        self.inner.counters.parked.fetch_add(1, Ordering::AcqRel);
+        self.inner.counters.accepted.fetch_add(1, Ordering::AcqRel);
+        drop(parked);
+        if !route.requested.swap(true, Ordering::AcqRel) {
+            let registrar = self.inner.registrar.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(tx) = registrar.as_ref() {
+                let _ = tx.send(route.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush_inner(&self, timeout: Duration) -> Result<(), ProduceError> {
+        let deadline = Instant::now() + timeout;
+        let target = self.inner.counters.accepted.load(Ordering::Acquire);
+        // 1. Parked events are released once their schemas are registered.
+        while self.inner.counters.parked.load(Ordering::Acquire) > 0 {
+            if Instant::now() >= deadline {
+                return Err(self.timeout_error(target, timeout));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        // 2. librdkafka sends what it queued and reports deliveries.
+        let inner = self.inner.clone();
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let flushed = tokio::task::spawn_blocking(move || inner.producer.flush(remaining))
+            .await
+            .map_err(|e| backend_error(format!("flush task: {e}")))?;
+        if let Err(e) = flushed {
+            if !matches!(e, KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) {
+                return Err(backend_error(e.to_string()));
+            }
+        }
+        // 3. The last delivery callbacks may still be running on the polling thread.
+        while self.inner.counters.completed() < target {
+            if Instant::now() >= deadline {
+                return Err(self.timeout_error(target, timeout));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let failed = self.inner.counters.failed.load(Ordering::Acquire);
+        let before = self.inner.counters.failed_reported.swap(failed, Ordering::AcqRel);
+        if failed > before {
+            return Err(ProduceError::Failed {
+                failed: failed - before,
+            });
+        }
+        Ok(())
+    }
+
+    fn timeout_error(&self, target: u64, waited: Duration) -> ProduceError {
+        let done = self.inner.counters.completed();
+        ProduceError::Timeout {
+            pending: target.saturating_sub(done) as usize,
+            waited,
+        }
+    }
+}
+
+fn backend_error(message: String) -> ProduceError {
+    ProduceError::Backend {
+        backend: BACKEND,
+        message,
+    }
+}
+
+/// The schema registry's text of the key schema and the value schema of a route.
+struct RouteSchemas {
+    value_subject: String,
+    value_schema: String,
+    key: Option<(String, String)>,
+}
+
+fn route_schemas(route: &RouteState) -> Result<RouteSchemas, String> {
+    let descriptor = crate::event::registry::find(route.event_type)
+        .ok_or_else(|| format!("unknown event type {}", route.event_type))?;
+    let schema_json = descriptor.ops().schema().json();
+    let key = route.key_field.map(|k| {
+        let text = key_schema_text(schema_json, k);
+        (schema_registry::key_subject(&route.topic, k.avro_type), text)
+    });
+    Ok(RouteSchemas {
+        value_subject: schema_registry::value_subject(&route.topic, route.event_type),
+        value_schema: descriptor.ops().schema().registry_text().to_owned(),
+        key,
+    })
+}
+
+/// The key schema as edx-event-bus-kafka registers it: the field entry of the key,
+/// found by its name in the event schema (the path's last segment), as sorted JSON.
+fn key_schema_text(event_schema: &Value, key: KeyFieldInfo) -> String {
+    let entry = find_field_entry(event_schema, key.name)
+        .filter(|e| e.get("type").and_then(Value::as_str) == Some(key.avro_type))
+        .unwrap_or_else(|| serde_json::json!({"name": key.name, "type": key.avro_type}));
+    crate::avro::json_text::sorted_compact(&entry)
+}
+
+fn find_field_entry(schema: &Value, name: &str) -> Option<Value> {
+    match schema {
+        Value::Object(map) => {
+            if let Some(fields) = map.get("fields").and_then(Value::as_array) {
+                for f in fields {
+                    if f.get("name").and_then(Value::as_str) == Some(name) {
+                        return Some(f.clone());
+                    }
+                }
+            }
+            map.values().find_map(|v| find_field_entry(v, name))
+        }
+        Value::Array(items) => items.iter().find_map(|v| find_field_entry(v, name)),
+        _ => None,
+    }
+}
+
+fn key_schema_for(avro_type: &str) -> Option<&'static serde_avro_fast::Schema> {
+    static SCHEMAS: OnceLock<Vec<(&'static str, serde_avro_fast::Schema)>> = OnceLock::new();
+    let all = SCHEMAS.get_or_init(|| {
+        ["string", "long", "boolean", "double"]
+            .into_iter()
+            .map(|t| (t, format!("\"{t}\"").parse().expect("primitive schema")))
+            .collect()
+    });
+    all.iter().find(|(t, _)| *t == avro_type).map(|(_, s)| s)
+}
+
+/// Writes a key as a framed Avro primitive.
+fn encode_key(key: &EventKey, id: u32, out: &mut Vec<u8>) -> Result<(), String> {
+    out.extend_from_slice(&schema_registry::frame_header(id));
+    let schema = key_schema_for(key.avro_type()).ok_or("unsupported key type")?;
+    let mut config = serde_avro_fast::ser::SerializerConfig::new(schema);
+    let buf = std::mem::take(out);
+    let result = match key {
+        EventKey::String(s) => serde_avro_fast::to_datum(s, buf, &mut config),
+        EventKey::Long(n) => serde_avro_fast::to_datum(n, buf, &mut config),
+        EventKey::Boolean(b) => serde_avro_fast::to_datum(b, buf, &mut config),
+        EventKey::Double(d) => serde_avro_fast::to_datum(d, buf, &mut config),
+    };
+    *out = result.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// The headers of the spec, in the order edx-event-bus-kafka writes them.
+pub fn headers_for(metadata: &EventMetadata) -> OwnedHeaders {
+    let id = metadata.id.hyphenated().to_string();
+    let time = metadata.time_string();
+    let minor = metadata.minorversion.to_string();
+    let sourcelib = metadata.sourcelib.to_string();
+    let pairs: [(&str, &str); 10] = [
+        ("ce_specversion", "1.0"),
+        ("content-type", "application/avro"),
+        ("ce_datacontenttype", "application/avro"),
+        ("ce_type", metadata.event_type),
+        ("ce_id", &id),
+        ("ce_source", &metadata.source),
+        ("ce_time", &time),
+        ("ce_minorversion", &minor),
+        ("sourcehost", &metadata.sourcehost),
+        ("sourcelib", &sourcelib),
+    ];
+    let mut headers = OwnedHeaders::new_with_capacity(pairs.len());
+    for (key, value) in pairs {
+        headers = headers.insert(Header {
+            key,
+            value: Some(value.as_bytes()),
+        });
+    }
+    headers
+}
+
+thread_local! {
+    static BUFFERS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+impl Inner {
+    /// Encodes and enqueues one event whose schema ids are known.
+    fn send(&self, record: &ProducerRecord, ids: &RouteIds, policy: QueueFullPolicy) -> Result<(), ProduceError> {
+        BUFFERS.with(|cell| {
+            let mut guard = cell.borrow_mut();
+            let (key_buf, value_buf) = &mut *guard;
+            key_buf.clear();
+            value_buf.clear();
+            value_buf.extend_from_slice(&schema_registry::frame_header(ids.value_id));
+            if let Err(e) = record.data.encode_avro(value_buf) {
+                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                return Err(ProduceError::Encode(e));
+            }
+            let has_key = match (&record.key, ids.key_id) {
+                (Some(key), Some(id)) => {
+                    if let Err(e) = encode_key(key, id, key_buf) {
+                        self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                        return Err(backend_error(format!("cannot encode key: {e}")));
+                    }
+                    true
+                }
+                _ => false,
+            };
+            let info = Box::new(DeliveryInfo {
+                event_type: record.metadata.event_type,
+                topic: record.topic.clone(),
+                event_id: record.metadata.id,
+            });
+            let mut base = BaseRecord::with_opaque_to(&record.topic, info)
+                .payload(&value_buf[..])
+                .headers(headers_for(&record.metadata));
+            if has_key {
+                base = base.key(&key_buf[..]);
+            }
+            let started = Instant::now();
+            loop {
+                match self.producer.send(base) {
+                    Ok(()) => {
+                        self.counters.accepted.fetch_add(1, Ordering::AcqRel);
+                        return Ok(());
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        let waited = started.elapsed();
+                        match policy {
+                            QueueFullPolicy::Wait(limit) if waited < limit => {
+                                base = back;
+                                std::thread::sleep(Duration::from_millis(1));
+                            }
+                            _ => {
+                                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                                return Err(ProduceError::BufferFull { waited });
+                            }
+                        }
+                    }
+                    Err((e, _)) => {
+                        self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                        return Err(backend_error(e.to_string()));
+                    }
+                }
+            }
+        })
+    }
+
+    /// Marks a parked event failed (its schemas could not be registered).
+    fn fail_parked(&self, record: &ProducerRecord, error: &str) {
+        self.counters.failed.fetch_add(1, Ordering::AcqRel);
+        tracing::error!(
+            event_type = record.metadata.event_type,
+            topic = &*record.topic,
+            event_id = %record.metadata.id,
+            error,
+            "kafka event dropped: its schema could not be registered"
+        );
+    }
+}
+
+/// Registers schemas in the background and releases parked events.
+fn registrar_thread(
+    inner: std::sync::Weak<Inner>,
+    registry: SchemaRegistryClient,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Arc<RouteState>>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the schema registrar runtime");
+            return;
+        }
+    };
+    let registry = Arc::new(registry);
+    runtime.block_on(async move {
+        while let Some(route) = rx.recv().await {
+            let inner = inner.clone();
+            let registry = registry.clone();
+            tokio::spawn(async move { register_route(inner, registry, route).await });
+        }
+    });
+}
+
+async fn register_route(inner: std::sync::Weak<Inner>, registry: Arc<SchemaRegistryClient>, route: Arc<RouteState>) {
+    let mut backoff = Duration::from_millis(200);
+    let outcome = loop {
+        match register_once(&registry, &route).await {
+            Ok(ids) => break Ok(ids),
+            Err(Attempt::Permanent(e)) => break Err(e),
+            Err(Attempt::Retry(e)) => {
+                tracing::warn!(
+                    event_type = route.event_type,
+                    topic = &*route.topic,
+                    error = %e,
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "schema registration failed; retrying"
+                );
+                match inner.upgrade() {
+                    Some(i) if !i.closed.load(Ordering::Acquire) || i.counters.parked.load(Ordering::Acquire) > 0 => {}
+                    _ => return,
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    };
+    let Some(inner) = inner.upgrade() else { return };
+    // Release the parked events in order, holding the lock so that new events of
+    // this route queue behind them.
+    let mut parked = route.parked.lock().unwrap_or_else(|e| e.into_inner());
+    let records = std::mem::take(&mut *parked);
+    match outcome {
+        Ok(ids) => {
+            for record in &records {
+                // Already counted as accepted: undo before `send` counts it again.
+                inner.counters.accepted.fetch_sub(1, Ordering::AcqRel);
+                let wait = QueueFullPolicy::Wait(Duration::from_secs(3600));
+                if let Err(e) = inner.send(record, &ids, wait) {
+                    inner.counters.accepted.fetch_add(1, Ordering::AcqRel);
+                    inner.counters.rejected.fetch_sub(1, Ordering::AcqRel);
+                    inner.fail_parked(record, &e.to_string());
+                }
+                inner.counters.parked.fetch_sub(1, Ordering::AcqRel);
+            }
+            tracing::info!(
+                event_type = route.event_type,
+                topic = &*route.topic,
+                value_schema_id = ids.value_id,
+                key_schema_id = ids.key_id,
+                released = records.len(),
+                "schemas registered"
+            );
+            let _ = route.ready.set(ids);
+        }
+        Err(error) => {
+            tracing::error!(event_type = route.event_type, topic = &*route.topic, error = %error, "schema registration failed");
+            for record in &records {
+                inner.fail_parked(record, &error);
+                inner.counters.parked.fetch_sub(1, Ordering::AcqRel);
+            }
+            let _ = route.failed.set(error);
+        }
+    }
+}
+
+enum Attempt {
+    Retry(String),
+    Permanent(String),
+}
+
+async fn register_once(registry: &SchemaRegistryClient, route: &RouteState) -> Result<RouteIds, Attempt> {
+    let schemas = route_schemas(route).map_err(Attempt::Permanent)?;
+    let classify = |e: RegistryError| match &e {
+        RegistryError::Status { status, .. } if (400..500).contains(status) && *status != 408 && *status != 429 => {
+            Attempt::Permanent(e.to_string())
+        }
+        RegistryError::NotConfigured | RegistryError::BadSchema { .. } => Attempt::Permanent(e.to_string()),
+        _ => Attempt::Retry(e.to_string()),
+    };
+    let key_id = match &schemas.key {
+        Some((subject, text)) => Some(registry.register(subject, text).await.map_err(classify)?),
+        None => None,
+    };
+    let value_id = registry
+        .register(&schemas.value_subject, &schemas.value_schema)
+        .await
+        .map_err(classify)?;
+    Ok(RouteIds { value_id, key_id })
+}
+
+impl Producer for KafkaProducer {
+    fn name(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn produce(&self, record: ProducerRecord) -> Result<(), ProduceError> {
+        self.produce_record(record)
+    }
+
+    fn flush(&self, timeout: Duration) -> BoxFuture<'_, Result<(), ProduceError>> {
+        Box::pin(self.flush_inner(timeout))
+    }
+
+    fn shutdown(&self, timeout: Duration) -> BoxFuture<'_, Result<(), ProduceError>> {
+        Box::pin(async move {
+            self.inner.closed.store(true, Ordering::Release);
+            let result = self.flush_inner(timeout).await;
+            // Stops the registrar once its work is done.
+            self.inner.registrar.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let stats = self.stats();
+            tracing::info!(
+                accepted = stats.accepted,
+                delivered = stats.delivered,
+                failed = stats.failed,
+                rejected = stats.rejected,
+                "kafka producer shut down"
+            );
+            result
+        })
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pass_through_properties() {
+        let s = Settings::new()
+            .with("EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS", "h:9092")
+            .with("EVENT_BUS_KAFKA_API_KEY", "k")
+            .with("EVENT_BUS_KAFKA_API_SECRET", "s")
+            .with("EVENTS_SERVICE_NAME", "cms")
+            .with("EVENT_BUS_KAFKA_CONFIG_LINGER_MS", "7")
+            .with("EVENT_BUS_KAFKA_CONFIG_compression.type", "lz4")
+            .with("EVENT_BUS_KAFKA_PRODUCER_CONFIG_ACKS", "1")
+            .with("EVENT_BUS_KAFKA_CONSUMER_CONFIG_FETCH_MIN_BYTES", "9");
+        let c = client_config(&s, "PRODUCER").unwrap();
+        assert_eq!(c.get("bootstrap.servers"), Some("h:9092"));
+        assert_eq!(c.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(c.get("sasl.mechanism"), Some("PLAIN"));
+        assert_eq!(c.get("sasl.username"), Some("k"));
+        assert_eq!(c.get("client.id"), Some("cms"));
+        assert_eq!(c.get("linger.ms"), Some("7"));
+        assert_eq!(c.get("compression.type"), Some("lz4"));
+        assert_eq!(c.get("acks"), Some("1"));
+        assert_eq!(c.get("fetch.min.bytes"), None);
+        assert!(client_config(&Settings::new(), "PRODUCER").is_err());
+    }
+
+    #[test]
+    fn queue_full_policy_setting() {
+        let s = Settings::new().with("EVENT_BUS_KAFKA_QUEUE_FULL_WAIT_MS", "25");
+        assert_eq!(
+            QueueFullPolicy::from_settings(&s),
+            Ok(QueueFullPolicy::Wait(Duration::from_millis(25)))
+        );
+        assert_eq!(
+            QueueFullPolicy::from_settings(&Settings::new()),
+            Ok(QueueFullPolicy::Reject)
+        );
+        assert!(QueueFullPolicy::from_settings(&s.with("EVENT_BUS_KAFKA_QUEUE_FULL_WAIT_MS", "x")).is_err());
+    }
+
+    #[test]
+    fn key_encoding_is_framed_avro() {
+        let mut out = Vec::new();
+        encode_key(&EventKey::String("ab".into()), 3, &mut out).unwrap();
+        assert_eq!(out, [0, 0, 0, 0, 3, 4, b'a', b'b']);
+        out.clear();
+        encode_key(&EventKey::Long(-1), 1, &mut out).unwrap();
+        assert_eq!(out, [0, 0, 0, 0, 1, 1]);
+    }
+}

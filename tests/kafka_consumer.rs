@@ -1,0 +1,428 @@
+//! The Kafka consumer against librdkafka's mock cluster (or `KAFKA_BOOTSTRAP_SERVERS`)
+//! and the project's test schema registry (or `EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL`):
+//! round trip, commits after success only, retries, dead letters, error limit, replay.
+
+#[path = "support/kafka.rs"]
+mod kafka_support;
+#[path = "support/registry.rs"]
+mod registry_support;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kafka_support::{headers, unique, KafkaEnv};
+use openedx_events::catalog::content_authoring::*;
+use openedx_events::consumer::kafka::{KafkaConsumer, KafkaConsumerError, KafkaConsumerOptions, Replay};
+use openedx_events::consumer::ConsumerOptions;
+use openedx_events::keys::UsageKey;
+use openedx_events::producer::kafka::KafkaProducer;
+use openedx_events::producer::{KeyFieldInfo, Producer, ProducerRecord};
+use openedx_events::{EventKey, EventMetadata, OpenEdxEvent, Settings};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use registry_support::RegistryHandle;
+
+const TOPIC: &str = "xblock-lifecycle";
+
+struct Fixture {
+    env: KafkaEnv,
+    registry: RegistryHandle,
+    prefix: String,
+    topic: String,
+}
+
+impl Fixture {
+    fn new(partitions: i32) -> Self {
+        let env = KafkaEnv::start();
+        let registry = RegistryHandle::from_env_or_start();
+        let prefix = unique("c");
+        let topic = format!("{prefix}-{TOPIC}");
+        env.create_topic(&topic, partitions);
+        env.create_topic(&format!("{topic}-dead-letter"), 1);
+        Self {
+            env,
+            registry,
+            prefix,
+            topic,
+        }
+    }
+
+    fn settings(&self) -> Settings {
+        Settings::new()
+            .with("EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS", self.env.bootstrap())
+            .with("EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL", self.registry.url())
+            .with("EVENT_BUS_TOPIC_PREFIX", &self.prefix)
+            .with("EVENTS_SERVICE_NAME", "kafka-consumer-test")
+            // The mock cluster waits a session timeout after the last member of a group
+            // left before a new member can join: keep it short for the runs that reuse a group.
+            .with("EVENT_BUS_KAFKA_CONSUMER_CONFIG_SESSION_TIMEOUT_MS", "6000")
+            .with("EVENT_BUS_KAFKA_CONSUMER_CONFIG_HEARTBEAT_INTERVAL_MS", "1000")
+    }
+
+    /// Produces events with our producer; returns their metadata.
+    async fn produce(&self, events: &[XBlockPublished]) -> Vec<EventMetadata> {
+        let producer = KafkaProducer::from_settings(&self.settings()).unwrap();
+        let mut out = Vec::new();
+        for ev in events {
+            let metadata = EventMetadata::generate(XBlockPublished::EVENT_TYPE, 0);
+            out.push(metadata.clone());
+            producer
+                .produce(ProducerRecord {
+                    topic: self.topic.as_str().into(),
+                    key: Some(EventKey::String(ev.xblock_info.usage_key.to_string())),
+                    key_field: Some(KeyFieldInfo {
+                        name: "usage_key",
+                        avro_type: "string",
+                    }),
+                    metadata,
+                    data: Arc::new(ev.clone()),
+                })
+                .unwrap();
+        }
+        producer.shutdown(Duration::from_secs(30)).await.unwrap();
+        out
+    }
+
+    async fn produce_raw(&self, messages: Vec<(Vec<(&str, &str)>, Vec<u8>)>) {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", self.env.bootstrap())
+            .create()
+            .unwrap();
+        for (hs, payload) in messages {
+            let mut headers = OwnedHeaders::new();
+            for (key, value) in hs {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(value.as_bytes()),
+                });
+            }
+            let record: FutureRecord<'_, [u8], [u8]> =
+                FutureRecord::to(&self.topic).payload(&payload[..]).headers(headers);
+            producer.send(record, Duration::from_secs(10)).await.unwrap();
+        }
+    }
+
+    fn consumer(&self, group: &str, options: KafkaConsumerOptions) -> KafkaConsumer {
+        KafkaConsumer::new(&self.settings(), TOPIC, group, options).unwrap()
+    }
+
+    /// Sum of the committed offsets of `group` on the topic.
+    fn committed(&self, group: &str, partitions: i32) -> i64 {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.env.bootstrap())
+            .set("group.id", group)
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(&self.topic, p);
+        }
+        let committed = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+        committed
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(o) => o,
+                _ => 0,
+            })
+            .sum()
+    }
+}
+
+fn event(i: usize, block_type: &str) -> XBlockPublished {
+    XBlockPublished {
+        xblock_info: XBlockData {
+            usage_key: UsageKey::parse(format!("block-v1:edX+DemoX+Demo_Course+type@problem+block@p{i}")).unwrap(),
+            block_type: block_type.to_owned(),
+            version: (i % 2 == 0).then(|| {
+                UsageKey::parse(format!(
+                    "block-v1:edX+DemoX+Demo_Course+branch@published-branch+version@65f1c0ffee0ddba11ad0{i:04}+type@problem+block@p{i}"
+                ))
+                .unwrap()
+            }),
+        },
+    }
+}
+
+type Received = Arc<Mutex<Vec<(EventMetadata, XBlockPublished, bool)>>>;
+
+fn collect() -> Received {
+    let received: Received = Arc::default();
+    let r = received.clone();
+    XBlockPublished::signal().connect(move |env: &openedx_events::Envelope<XBlockPublished>| {
+        r.lock()
+            .unwrap()
+            .push((env.metadata.clone(), (*env.data).clone(), env.from_event_bus));
+    });
+    received
+}
+
+fn bounded() -> tokio::time::Sleep {
+    tokio::time::sleep(Duration::from_secs(60))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_with_metadata_and_commit() {
+    let f = Fixture::new(3);
+    let received = collect();
+    let events: Vec<XBlockPublished> = (0..6).map(|i| event(i, &format!("problem-{i}"))).collect();
+    let metadata = f.produce(&events).await;
+    let group = unique("g");
+    let options = KafkaConsumerOptions {
+        max_messages: Some(6),
+        ..Default::default()
+    };
+    let stats = f.consumer(&group, options).run(bounded()).await.unwrap();
+    assert_eq!(
+        (stats.received, stats.handled, stats.dead_lettered, stats.retried),
+        (6, 6, 0, 0)
+    );
+    let got = received.lock().unwrap().clone();
+    assert_eq!(got.len(), 6);
+    for (m, data, from_bus) in got {
+        let i = metadata.iter().position(|x| x.id == m.id).expect("a sent id");
+        assert_eq!(m, metadata[i], "metadata as sent");
+        assert_eq!(data, events[i], "data as sent");
+        assert!(from_bus, "marked as from the bus");
+    }
+    assert_eq!(f.committed(&group, 3), 6, "every handled message committed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_receivers_are_retried_then_dead_lettered() {
+    let f = Fixture::new(1);
+    let calls: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+    let c = calls.clone();
+    XBlockPublished::signal().connect(move |env: &openedx_events::Envelope<XBlockPublished>| {
+        let kind = env.data.xblock_info.block_type.clone();
+        let n = {
+            let mut calls = c.lock().unwrap();
+            let n = calls.entry(kind.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        match kind.as_str() {
+            "flaky" if n <= 2 => Err(format!("flaky failure {n}")),
+            "broken" => Err("broken receiver: database unavailable".to_owned()),
+            _ => Ok(()),
+        }
+    });
+    let events = [event(0, "ok"), event(1, "flaky"), event(2, "broken"), event(3, "ok2")];
+    let metadata = f.produce(&events).await;
+    let group = unique("g");
+    let options = KafkaConsumerOptions {
+        common: ConsumerOptions {
+            max_retries: 2,
+            retry_delay: Duration::from_millis(20),
+            ..Default::default()
+        },
+        max_messages: Some(4),
+        ..Default::default()
+    };
+    let stats = f.consumer(&group, options).run(bounded()).await.unwrap();
+    assert_eq!((stats.handled, stats.dead_lettered, stats.retried), (3, 1, 4));
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(
+        (calls["ok"], calls["flaky"], calls["broken"], calls["ok2"]),
+        (1, 3, 3, 1)
+    );
+    assert_eq!(f.committed(&group, 1), 4);
+
+    let dead = f
+        .env
+        .read_all(&format!("{}-dead-letter", f.topic), 1, Duration::from_secs(20));
+    assert_eq!(dead.len(), 1);
+    let original = f.env.read_all(&f.topic, 4, Duration::from_secs(20));
+    let broken = &original[2];
+    assert_eq!(dead[0].payload(), broken.payload(), "value kept");
+    assert_eq!(dead[0].key(), broken.key(), "key kept");
+    let h = headers(&dead[0]);
+    let get = |n: &str| h.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    assert_eq!(get("ce_id"), Some(metadata[2].id.to_string()));
+    assert!(get("dead_letter_error").unwrap().contains("database unavailable"));
+    assert_eq!(get("dead_letter_topic"), Some(f.topic.clone()));
+    assert_eq!(get("dead_letter_offset"), Some("2".to_owned()));
+    assert_eq!(get("dead_letter_group"), Some(group));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_messages_are_dead_lettered_at_once() {
+    let f = Fixture::new(1);
+    let received = collect();
+    let good = f.produce(&[event(0, "good-before")]).await;
+    let ty = XBlockPublished::EVENT_TYPE;
+    let id = uuid::Uuid::now_v1(&[1, 2, 3, 4, 5, 6]).to_string();
+    let id2 = uuid::Uuid::now_v1(&[1, 2, 3, 4, 5, 7]).to_string();
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let (id, id2) = (leak(id), leak(id2));
+    let meta = |t: &'static str| {
+        vec![
+            ("ce_type", t),
+            ("ce_id", id),
+            ("ce_source", "openedx/cms/web"),
+            ("ce_time", "2026-11-27T13:20:05.364687+00:00"),
+            ("ce_minorversion", "0"),
+            ("sourcehost", "h"),
+            ("sourcelib", "10.5.0"),
+        ]
+    };
+    let valid_value = f.env.read_all(&f.topic, 1, Duration::from_secs(20))[0]
+        .payload()
+        .unwrap()
+        .to_vec();
+    let mut two_ids = meta(ty);
+    two_ids.push(("ce_id", id2));
+    let mut unknown_schema = vec![0u8, 0, 0, 0x30, 0x39];
+    unknown_schema.extend_from_slice(&valid_value[5..]);
+    f.produce_raw(vec![
+        (vec![], valid_value.clone()),
+        (two_ids, valid_value.clone()),
+        (meta("org.openedx.nothing.here.v1"), valid_value.clone()),
+        (meta(ty), vec![1, 2, 3]),
+        (meta(ty), [&valid_value[..5], &[0xff, 0xff]].concat()),
+        (meta(ty), unknown_schema),
+    ])
+    .await;
+    f.produce(&[event(1, "good-after")]).await;
+    let options = KafkaConsumerOptions {
+        common: ConsumerOptions {
+            max_retries: 5,
+            retry_delay: Duration::from_secs(30),
+            ..Default::default()
+        },
+        max_messages: Some(8),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let stats = f.consumer(&unique("g"), options).run(bounded()).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "no retry of a permanent failure"
+    );
+    assert_eq!((stats.handled, stats.dead_lettered, stats.retried), (2, 6, 0));
+    let got = received.lock().unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].0, good[0]);
+    let dead = f
+        .env
+        .read_all(&format!("{}-dead-letter", f.topic), 6, Duration::from_secs(20));
+    let errors: Vec<String> = dead
+        .iter()
+        .map(|m| {
+            headers(m)
+                .into_iter()
+                .find(|(k, _)| k == "dead_letter_error")
+                .unwrap()
+                .1
+        })
+        .collect();
+    assert_eq!(errors.len(), 6, "{errors:?}");
+    assert!(errors[0].contains("exactly one ce_id and one ce_type") && errors[0].contains("found 0 ce_id"));
+    assert!(errors[1].contains("found 2 ce_id"), "{}", errors[1]);
+    assert!(errors[2].contains("unknown event type"), "{}", errors[2]);
+    assert!(
+        errors[3].contains("magic byte") || errors[3].contains("too short"),
+        "{}",
+        errors[3]
+    );
+    assert!(errors[4].contains("cannot decode"), "{}", errors[4]);
+    assert!(errors[5].contains("404"), "{}", errors[5]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consecutive_errors_stop_the_consumer() {
+    let f = Fixture::new(1);
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = calls.clone();
+    XBlockPublished::signal().connect(move |_: &openedx_events::Envelope<XBlockPublished>| {
+        c.fetch_add(1, Ordering::SeqCst);
+        Err::<(), _>("always failing")
+    });
+    f.produce(&(0..5).map(|i| event(i, "x")).collect::<Vec<_>>()).await;
+    let group = unique("g");
+    let options = KafkaConsumerOptions {
+        common: ConsumerOptions {
+            max_retries: 0,
+            max_consecutive_errors: 3,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    match f.consumer(&group, options).run(bounded()).await {
+        Err(KafkaConsumerError::TooManyErrors(e)) => {
+            assert_eq!((e.count, e.limit), (3, 3));
+            assert!(e.last.contains("always failing"));
+        }
+        other => panic!("expected TooManyErrors, got {other:?}"),
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(f.committed(&group, 1), 3, "dead-lettered messages are committed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_from_timestamp_and_from_offsets_then_go_on() {
+    let f = Fixture::new(2);
+    let received = collect();
+    let batch1 = f.produce(&(0..4).map(|i| event(i, "b1")).collect::<Vec<_>>()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = chrono::Utc::now().timestamp_millis();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let batch2 = f.produce(&(4..7).map(|i| event(i, "b2")).collect::<Vec<_>>()).await;
+    let group = unique("g");
+    let run = |replay: Option<Replay>, max: u64| KafkaConsumerOptions {
+        replay,
+        max_messages: Some(max),
+        ..Default::default()
+    };
+    let stats = f.consumer(&group, run(None, 7)).run(bounded()).await.unwrap();
+    assert_eq!(stats.handled, 7);
+    assert_eq!(f.committed(&group, 2), 7);
+    let batch3 = f.produce(&(7..9).map(|i| event(i, "b3")).collect::<Vec<_>>()).await;
+    received.lock().unwrap().clear();
+
+    // From the timestamp: batch 2 again, then batch 3 (never consumed before).
+    let stats = f
+        .consumer(&group, run(Some(Replay::FromTimestampMs(t)), 5))
+        .run(bounded())
+        .await
+        .unwrap();
+    assert_eq!(stats.handled, 5);
+    let ids: Vec<uuid::Uuid> = received.lock().unwrap().iter().map(|r| r.0.id).collect();
+    let mut expected: Vec<uuid::Uuid> = batch2.iter().chain(&batch3).map(|m| m.id).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    expected.sort();
+    assert_eq!(sorted, expected, "batch 1 is older than the replay time");
+    assert_eq!(f.committed(&group, 2), 9);
+
+    // From offsets: partition 0 from its start, partition 1 from its committed offset.
+    received.lock().unwrap().clear();
+    let on_p0 = f
+        .env
+        .read_all(&f.topic, 9, Duration::from_secs(20))
+        .iter()
+        .filter(|m| m.partition() == 0)
+        .count();
+    let stats = f
+        .consumer(&group, run(Some(Replay::FromOffsets(vec![(0, 0)])), on_p0 as u64))
+        .run(bounded())
+        .await
+        .unwrap();
+    assert_eq!(stats.handled, on_p0 as u64);
+    let again: Vec<uuid::Uuid> = received.lock().unwrap().iter().map(|r| r.0.id).collect();
+    assert!(again
+        .iter()
+        .all(|id| batch1.iter().chain(&batch2).chain(&batch3).any(|m| m.id == *id)));
+
+    // And then consumption goes on with new events only.
+    received.lock().unwrap().clear();
+    let batch4 = f.produce(&[event(9, "b4")]).await;
+    let stats = f.consumer(&group, run(None, 1)).run(bounded()).await.unwrap();
+    assert_eq!(stats.handled, 1);
+    assert_eq!(received.lock().unwrap()[0].0.id, batch4[0].id);
+}

@@ -1,0 +1,420 @@
+//! The Kafka producer against librdkafka's mock cluster (or `KAFKA_BOOTSTRAP_SERVERS`)
+//! and the project's test schema registry (or `EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL`):
+//! headers, subjects and ids, key and value bytes, flush, delivery failure, full queue,
+//! a registry that comes up late.
+
+#[path = "support/kafka.rs"]
+mod kafka_support;
+#[path = "support/registry.rs"]
+mod registry_support;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kafka_support::{headers, unique, KafkaEnv};
+use openedx_events::catalog::content_authoring::*;
+use openedx_events::keys::UsageKey;
+use openedx_events::producer::kafka::KafkaProducer;
+use openedx_events::producer::{KeyFieldInfo, ProduceError, Producer, ProducerRecord};
+use openedx_events::schema_registry::{parse_frame, SchemaRegistryClient};
+use openedx_events::{producer_config, EventBus, EventKey, EventMetadata, OpenEdxEvent, Settings};
+use rdkafka::Message;
+use registry_support::RegistryHandle;
+
+const XBLOCK_PUBLISHED: &str = "org.openedx.content_authoring.xblock.published.v1";
+
+fn settings(env: &KafkaEnv, registry_url: &str, prefix: &str) -> Settings {
+    Settings::new()
+        .with("EVENT_BUS_PRODUCER", "kafka")
+        .with("EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS", env.bootstrap())
+        .with("EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL", registry_url)
+        .with("EVENT_BUS_TOPIC_PREFIX", prefix)
+        .with("EVENTS_SERVICE_NAME", "kafka-test")
+}
+
+fn usage_key(i: usize) -> UsageKey {
+    UsageKey::parse(format!("block-v1:edX+DemoX+Demo_Course+type@video+block@b{i:04}")).unwrap()
+}
+
+fn event(key: usize, block_type: &str) -> XBlockPublished {
+    XBlockPublished {
+        xblock_info: XBlockData {
+            usage_key: usage_key(key),
+            block_type: block_type.to_owned(),
+            version: None,
+        },
+    }
+}
+
+fn start_bus(settings: Settings) -> EventBus {
+    EventBus::builder()
+        .producer_config(producer_config! {
+            "org.openedx.content_authoring.xblock.published.v1" => [
+                { topic: "xblock-lifecycle", event_key_field: "xblock_info.usage_key", enabled: true },
+            ],
+        })
+        .settings(settings)
+        .start()
+        .expect("bus starts with the kafka producer")
+}
+
+fn kafka(bus: &EventBus) -> &KafkaProducer {
+    bus.producer()
+        .as_any()
+        .downcast_ref::<KafkaProducer>()
+        .expect("kafka producer")
+}
+
+fn record(topic: &str, ev: XBlockPublished) -> ProducerRecord {
+    ProducerRecord {
+        topic: topic.into(),
+        key: Some(EventKey::String(ev.xblock_info.usage_key.to_string())),
+        key_field: Some(KeyFieldInfo {
+            name: "usage_key",
+            avro_type: "string",
+        }),
+        metadata: EventMetadata::generate(XBlockPublished::EVENT_TYPE, 0),
+        data: Arc::new(ev),
+    }
+}
+
+/// Avro `string` as schemaless binary: zig-zag length, then the bytes.
+fn avro_string(s: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut n = ((s.len() as i64) << 1) as u64;
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    out.extend_from_slice(s.as_bytes());
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_headers_subjects_and_bytes() {
+    let env = KafkaEnv::start();
+    let registry = RegistryHandle::from_env_or_start();
+    let prefix = unique("rt");
+    let topic = format!("{prefix}-xblock-lifecycle");
+    env.create_topic(&topic, 3);
+    let bus = start_bus(settings(&env, registry.url(), &prefix));
+
+    let sent: Vec<XBlockPublished> = (0..3).map(|i| event(i, &format!("type-{i}"))).collect();
+    for ev in &sent {
+        XBlockPublished::signal().send_event(ev.clone());
+    }
+    bus.shutdown(Duration::from_secs(30)).await.expect("all delivered");
+
+    let messages = env.read_all(&topic, 3, Duration::from_secs(20));
+    assert_eq!(messages.len(), 3, "exactly the events sent");
+    let client = SchemaRegistryClient::new(registry.url(), None).unwrap();
+    let value_subject = format!("{topic}-{XBLOCK_PUBLISHED}.CloudEvent");
+    let key_subject = format!("{topic}-string");
+    let mut ids = Vec::new();
+    for m in &messages {
+        let h = headers(m);
+        let names: Vec<&str> = h.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "ce_specversion",
+                "content-type",
+                "ce_datacontenttype",
+                "ce_type",
+                "ce_id",
+                "ce_source",
+                "ce_time",
+                "ce_minorversion",
+                "sourcehost",
+                "sourcelib"
+            ]
+        );
+        let get = |n: &str| h.iter().find(|(k, _)| k == n).unwrap().1.clone();
+        assert_eq!(get("ce_specversion"), "1.0");
+        assert_eq!(get("content-type"), "application/avro");
+        assert_eq!(get("ce_datacontenttype"), "application/avro");
+        assert_eq!(get("ce_type"), XBLOCK_PUBLISHED);
+        assert_eq!(get("ce_source"), "openedx/kafka-test/web");
+        assert_eq!(get("ce_minorversion"), "0");
+        assert_eq!(get("sourcelib"), env!("CARGO_PKG_VERSION"));
+        let id = uuid::Uuid::parse_str(&get("ce_id")).unwrap();
+        assert_eq!(id.get_version_num(), 1);
+        assert_eq!(get("ce_id"), id.hyphenated().to_string());
+        let time = get("ce_time");
+        assert!(time.ends_with("+00:00"), "{time}");
+        assert!(chrono::DateTime::parse_from_rfc3339(&time).is_ok(), "{time}");
+
+        // Key: framed Avro string of the usage key.
+        let (key_id, key_body) = parse_frame(m.key().unwrap()).unwrap();
+        let usage = std::str::from_utf8(&key_body[1..]).unwrap().to_owned();
+        assert_eq!(key_body, avro_string(&usage));
+        let ev = sent
+            .iter()
+            .find(|e| e.xblock_info.usage_key.to_string() == usage)
+            .expect("key is one of the usage keys sent");
+        // Value: framed schemaless Avro of the data, exactly as the codec writes it.
+        let (value_id, value_body) = parse_frame(m.payload().unwrap()).unwrap();
+        assert_eq!(value_body, openedx_events::avro::encode(ev).unwrap());
+        assert_eq!(
+            client.schema(value_id).await.unwrap().text,
+            XBlockPublished::avro_schema().registry_text()
+        );
+        assert_eq!(
+            client.schema(key_id).await.unwrap().text,
+            r#"{"name": "usage_key", "type": "string"}"#
+        );
+        ids.push((key_id, value_id));
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "one key schema id and one value schema id");
+    if registry.is_local() {
+        let subjects = registry.subjects();
+        assert_eq!(subjects.len(), 2, "{subjects:?}");
+        assert_eq!(subjects[&key_subject], vec![ids[0].0]);
+        assert_eq!(subjects[&value_subject], vec![ids[0].1]);
+        // Registered once per subject and schema, not per event.
+        assert_eq!(registry.requests(&format!("POST /subjects/{key_subject}/versions")), 1);
+        assert_eq!(
+            registry.requests(&format!("POST /subjects/{value_subject}/versions")),
+            1
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_delivers_every_event_in_order_per_key() {
+    const N: usize = 20_000;
+    const KEYS: usize = 8;
+    let env = KafkaEnv::start();
+    let registry = RegistryHandle::from_env_or_start();
+    let prefix = unique("n");
+    let topic = format!("{prefix}-xblock-lifecycle");
+    env.create_topic(&topic, 4);
+    let bus = start_bus(settings(&env, registry.url(), &prefix));
+    tokio::task::spawn_blocking(|| {
+        for i in 0..N {
+            XBlockPublished::signal().send_event(event(i % KEYS, &i.to_string()));
+        }
+    })
+    .await
+    .unwrap();
+    let stats_before = kafka(&bus).stats();
+    assert_eq!(stats_before.accepted, N as u64);
+    let producer = bus.producer().clone();
+    bus.shutdown(Duration::from_secs(60))
+        .await
+        .expect("every event delivered");
+    let stats = producer.as_any().downcast_ref::<KafkaProducer>().unwrap().stats();
+    assert_eq!(
+        (stats.delivered, stats.failed, stats.rejected, stats.parked),
+        (N as u64, 0, 0, 0)
+    );
+
+    let messages = env.read_all(&topic, N, Duration::from_secs(60));
+    assert_eq!(messages.len(), N, "exactly N messages read back");
+    let mut per_key: HashMap<Vec<u8>, Vec<usize>> = HashMap::new();
+    for m in &messages {
+        let ev: XBlockPublished = openedx_events::avro::decode(parse_frame(m.payload().unwrap()).unwrap().1).unwrap();
+        per_key
+            .entry(m.key().unwrap().to_vec())
+            .or_default()
+            .push(ev.xblock_info.block_type.parse().unwrap());
+    }
+    assert_eq!(per_key.len(), KEYS);
+    for seqs in per_key.values() {
+        assert_eq!(seqs.len(), N / KEYS);
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order per key");
+    }
+    if registry.is_local() {
+        assert_eq!(
+            registry.requests(&format!(
+                "POST /subjects/{topic}-{XBLOCK_PUBLISHED}.CloudEvent/versions"
+            )),
+            1
+        );
+    }
+}
+
+/// Captures log output.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogBuffer {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_failure_is_reported_and_logged_without_data() {
+    let env = KafkaEnv::start();
+    let Some(cluster) = env.mock() else {
+        eprintln!("a real broker cannot be stopped from the test: this test needs the mock cluster");
+        return;
+    };
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    // Global: delivery reports are logged on librdkafka's polling thread (one process per test).
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish(),
+    )
+    .unwrap();
+    let registry = RegistryHandle::from_env_or_start();
+    let prefix = unique("down");
+    let topic = format!("{prefix}-xblock-lifecycle");
+    env.create_topic(&topic, 1);
+    let settings = settings(&env, registry.url(), &prefix).with("EVENT_BUS_KAFKA_CONFIG_MESSAGE_TIMEOUT_MS", "2000");
+    let producer = KafkaProducer::from_settings(&settings).unwrap();
+
+    producer.produce(record(&topic, event(0, "first"))).unwrap();
+    producer
+        .flush(Duration::from_secs(30))
+        .await
+        .expect("delivered while brokers are up");
+
+    for b in 1..=3 {
+        cluster.broker_down(b).unwrap();
+    }
+    let secret = "pii-jane.doe@example.com";
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let r = record(&topic, event(i, secret));
+        ids.push(r.metadata.id);
+        producer.produce(r).unwrap();
+    }
+    let started = Instant::now();
+    match producer.flush(Duration::from_secs(30)).await {
+        Err(ProduceError::Failed { failed }) => assert_eq!(failed, 5),
+        other => panic!("expected 5 failed events, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let stats = producer.stats();
+    assert_eq!((stats.accepted, stats.delivered, stats.failed), (6, 1, 5));
+    let text = logs.text();
+    for id in &ids {
+        assert!(text.contains(&id.to_string()), "failure of {id} logged: {text}");
+    }
+    assert!(text.contains("kafka delivery failed") && text.contains(XBLOCK_PUBLISHED) && text.contains(&topic));
+    assert!(!text.contains(secret), "event data must never be logged");
+
+    for b in 1..=3 {
+        cluster.broker_up(b).unwrap();
+    }
+    producer.produce(record(&topic, event(1, "after"))).unwrap();
+    producer
+        .shutdown(Duration::from_secs(30))
+        .await
+        .expect("delivered again");
+    assert_eq!(producer.stats().delivered, 2);
+    let read = env.read_all(&topic, 2, Duration::from_secs(20));
+    assert_eq!(read.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_queue_follows_the_configured_policy() {
+    let env = KafkaEnv::start();
+    let Some(cluster) = env.mock() else {
+        eprintln!("filling the queue needs a broker that can be stopped: this test needs the mock cluster");
+        return;
+    };
+    let registry = RegistryHandle::from_env_or_start();
+    let prefix = unique("full");
+    let topic = format!("{prefix}-xblock-lifecycle");
+    env.create_topic(&topic, 1);
+    let base = settings(&env, registry.url(), &prefix)
+        .with("EVENT_BUS_KAFKA_CONFIG_MESSAGE_TIMEOUT_MS", "1500")
+        .with("EVENT_BUS_KAFKA_CONFIG_QUEUE_BUFFERING_MAX_MESSAGES", "5");
+    for (policy, wait) in [("0", Duration::ZERO), ("300", Duration::from_millis(300))] {
+        let producer =
+            KafkaProducer::from_settings(&base.clone().with("EVENT_BUS_KAFKA_QUEUE_FULL_WAIT_MS", policy)).unwrap();
+        producer.produce(record(&topic, event(0, "warm-up"))).unwrap();
+        producer.flush(Duration::from_secs(30)).await.unwrap();
+        for b in 1..=3 {
+            cluster.broker_down(b).unwrap();
+        }
+        let mut outcomes = Vec::new();
+        for i in 0..8 {
+            let started = Instant::now();
+            let r = producer.produce(record(&topic, event(i, "x")));
+            outcomes.push((r, started.elapsed()));
+        }
+        let accepted = outcomes.iter().filter(|(r, _)| r.is_ok()).count();
+        assert_eq!(accepted, 5, "the queue holds 5");
+        for (r, waited) in &outcomes[5..] {
+            assert!(matches!(r, Err(ProduceError::BufferFull { .. })), "{r:?}");
+            assert!(*waited >= wait, "waited {waited:?} under policy {policy}");
+            if wait.is_zero() {
+                assert!(*waited < Duration::from_millis(50), "reject at once: {waited:?}");
+            }
+        }
+        assert_eq!(producer.stats().rejected, 3);
+        match producer.shutdown(Duration::from_secs(30)).await {
+            Err(ProduceError::Failed { failed }) => assert_eq!(failed, 5),
+            other => panic!("{other:?}"),
+        }
+        for b in 1..=3 {
+            cluster.broker_up(b).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_wait_for_a_registry_that_comes_up_late() {
+    let env = KafkaEnv::start();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let prefix = unique("late");
+    let topic = format!("{prefix}-xblock-lifecycle");
+    env.create_topic(&topic, 2);
+    let producer = KafkaProducer::from_settings(&settings(&env, &format!("http://127.0.0.1:{port}"), &prefix)).unwrap();
+    for i in 0..10 {
+        producer.produce(record(&topic, event(i % 2, &i.to_string()))).unwrap();
+    }
+    match producer.flush(Duration::from_millis(800)).await {
+        Err(ProduceError::Timeout { pending, .. }) => assert_eq!(pending, 10),
+        other => panic!("expected a timeout with 10 pending, got {other:?}"),
+    }
+    assert_eq!(producer.stats().parked, 10);
+    let registry = RegistryHandle::start_on(port);
+    producer
+        .shutdown(Duration::from_secs(30))
+        .await
+        .expect("released and delivered");
+    assert_eq!(producer.stats().delivered, 10);
+    let messages = env.read_all(&topic, 10, Duration::from_secs(20));
+    assert_eq!(messages.len(), 10);
+    let mut per_key: HashMap<Vec<u8>, Vec<usize>> = HashMap::new();
+    for m in &messages {
+        let ev: XBlockPublished = openedx_events::avro::decode(parse_frame(m.payload().unwrap()).unwrap().1).unwrap();
+        per_key
+            .entry(m.key().unwrap().to_vec())
+            .or_default()
+            .push(ev.xblock_info.block_type.parse().unwrap());
+    }
+    for seqs in per_key.values() {
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    }
+    assert_eq!(registry.subjects().len(), 2);
+}
