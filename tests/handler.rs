@@ -81,7 +81,11 @@ fn produces_once_per_enabled_topic_with_key_and_metadata() {
     let memory = bus.memory().expect("memory is the default producer");
     assert_eq!(
         memory.topics(),
-        ["stage-learning-cert-mentors", "stage-learning-cert-users", "stage-learning-certificates"]
+        [
+            "stage-learning-cert-mentors",
+            "stage-learning-cert-users",
+            "stage-learning-certificates"
+        ]
     );
     let certs = memory.events("stage-learning-certificates");
     assert_eq!(certs.len(), 2);
@@ -89,22 +93,36 @@ fn produces_once_per_enabled_topic_with_key_and_metadata() {
     assert_eq!(certs[0].key_field.unwrap().name, "course_key");
     assert_eq!(certs[0].key_field.unwrap().avro_type, "string");
     let users = memory.events("stage-learning-cert-users");
-    assert_eq!(users.iter().map(|r| r.key.clone()).collect::<Vec<_>>(), [Some(EventKey::Long(7)), Some(EventKey::Long(8))]);
+    assert_eq!(
+        users.iter().map(|r| r.key.clone()).collect::<Vec<_>>(),
+        [Some(EventKey::Long(7)), Some(EventKey::Long(8))]
+    );
     assert_eq!(users[0].key_field.unwrap().avro_type, "long");
     // Through an optional record: absent mentor gives no key, but the event is produced.
     let mentors = memory.events("stage-learning-cert-mentors");
-    assert_eq!(mentors.iter().map(|r| r.key.clone()).collect::<Vec<_>>(), [Some(EventKey::Long(3)), None]);
+    assert_eq!(
+        mentors.iter().map(|r| r.key.clone()).collect::<Vec<_>>(),
+        [Some(EventKey::Long(3)), None]
+    );
     // Same metadata as the receivers saw, same data.
     assert_eq!(Some(users[1].metadata.clone()), *received.lock().unwrap());
     let data = users[0].data.as_any().downcast_ref::<CertGranted>().unwrap();
     assert_eq!(data, &cert(7, Some(3)));
-    assert_eq!(memory.len("stage-learning-cert-off"), 0, "disabled topics produce nothing");
+    assert_eq!(
+        memory.len("stage-learning-cert-off"),
+        0,
+        "disabled topics produce nothing"
+    );
     assert_eq!(bus.routes().len(), 3);
 }
 
 #[test]
 fn events_from_the_bus_are_not_produced_again() {
-    let bus = EventBus::builder().producer_config(config()).settings(Settings::new()).start().unwrap();
+    let bus = EventBus::builder()
+        .producer_config(config())
+        .settings(Settings::new())
+        .start()
+        .unwrap();
     let metadata = EventMetadata::generate(CertGranted::EVENT_TYPE, 0);
     let responses = CertGranted::signal()
         .send_event_with_custom_metadata(metadata, cert(1, None), SendMode::Strict)
@@ -141,7 +159,11 @@ fn env_config_is_merged_and_validated() {
         "EVENT_BUS_PRODUCER_CONFIG",
         r#"{"org.openedx.learning.test_cert.granted.v1": [{"topic": "learning-cert-off", "enabled": true}]}"#,
     );
-    let bus = EventBus::builder().producer_config(config()).settings(settings).start().unwrap();
+    let bus = EventBus::builder()
+        .producer_config(config())
+        .settings(settings)
+        .start()
+        .unwrap();
     CertGranted::signal().send_event(cert(3, None));
     assert_eq!(bus.memory().unwrap().len("learning-cert-off"), 1);
 
@@ -149,9 +171,16 @@ fn env_config_is_merged_and_validated() {
         "EVENT_BUS_PRODUCER_CONFIG",
         r#"{"org.openedx.learning.test_cert.granted.v1": {"x": {"enabled": true, "event_key_field": "cert.nope"}}}"#,
     );
-    let err = EventBus::builder().producer_config(config()).settings(bad).start().unwrap_err();
+    let err = EventBus::builder()
+        .producer_config(config())
+        .settings(bad)
+        .start()
+        .unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("org.openedx.learning.test_cert.granted.v1") && msg.contains("\"x\"") && msg.contains("`nope`"), "{msg}");
+    assert!(
+        msg.contains("org.openedx.learning.test_cert.granted.v1") && msg.contains("\"x\"") && msg.contains("`nope`"),
+        "{msg}"
+    );
     assert!(msg.contains("valid fields: user, course_key, mentor"), "{msg}");
 }
 
@@ -219,8 +248,16 @@ fn producer_errors_never_reach_the_sender_and_logs_hold_no_data() {
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("failed to produce event"), "{logs}");
-    assert!(logs.contains("event_type=\"org.openedx.learning.test_cert.granted.v1\"") || logs.contains("event_type=org.openedx.learning.test_cert.granted.v1"), "{logs}");
-    assert!(logs.contains("topic=learning-cert-users") || logs.contains("topic=\"learning-cert-users\""), "{logs}");
+    assert!(logs.contains("event bus started") && logs.contains("producer=\"failing\"") || logs.contains("producer=failing"), "start-up names the producer: {logs}");
+    assert!(
+        logs.contains("event_type=\"org.openedx.learning.test_cert.granted.v1\"")
+            || logs.contains("event_type=org.openedx.learning.test_cert.granted.v1"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("topic=learning-cert-users") || logs.contains("topic=\"learning-cert-users\""),
+        "{logs}"
+    );
     assert!(logs.contains("event_id="), "{logs}");
     assert!(logs.contains("broker unreachable"), "{logs}");
     assert!(!logs.contains("example.com"), "event data must never be logged: {logs}");
@@ -228,7 +265,11 @@ fn producer_errors_never_reach_the_sender_and_logs_hold_no_data() {
 
 #[test]
 fn dropping_the_bus_disconnects_the_handler() {
-    let bus = EventBus::builder().producer_config(config()).settings(Settings::new()).start().unwrap();
+    let bus = EventBus::builder()
+        .producer_config(config())
+        .settings(Settings::new())
+        .start()
+        .unwrap();
     assert_eq!(CertGranted::signal().receiver_count(), 1);
     drop(bus);
     assert_eq!(CertGranted::signal().receiver_count(), 0);
@@ -268,4 +309,30 @@ fn producer_selection_by_setting() {
         .start()
         .unwrap_err();
     assert!(err.to_string().contains("use memory, redis, kafka or none"), "{err}");
+}
+
+#[test]
+fn catalog_events_are_found_by_type_string() {
+    use openedx_events::catalog::content_authoring::{XBlockData, XBlockPublished};
+    let bus = EventBus::builder()
+        .producer_config(producer_config! {
+            "org.openedx.content_authoring.xblock.published.v1" => [
+                { topic: "content-authoring-xblock-lifecycle", event_key_field: "xblock_info.usage_key", enabled: true },
+            ],
+        })
+        .settings(Settings::new())
+        .start()
+        .unwrap();
+    let usage_key: openedx_events::keys::UsageKey =
+        "block-v1:edX+DemoX+Demo_Course+type@video+block@0b9e39477cf34507a7a48f74be381fdd".parse().unwrap();
+    XBlockPublished::signal().send_event(XBlockPublished {
+        xblock_info: XBlockData {
+            usage_key: usage_key.clone(),
+            block_type: "video".into(),
+            version: None,
+        },
+    });
+    let produced = bus.memory().unwrap().events("content-authoring-xblock-lifecycle");
+    assert_eq!(produced.len(), 1);
+    assert_eq!(produced[0].key, Some(EventKey::String(usage_key.to_string())));
 }

@@ -182,7 +182,7 @@ struct CheckedRoute {
     enabled: LitBool,
 }
 
-fn validate(blocks: &[EventBlock]) -> syn::Result<Vec<(TokenStream, Vec<CheckedRoute>)>> {
+fn validate(blocks: &[EventBlock]) -> syn::Result<Vec<(TokenStream, bool, Vec<CheckedRoute>)>> {
     let mut errors: Option<syn::Error> = None;
     let mut push = |e: syn::Error| match &mut errors {
         Some(all) => all.combine(e),
@@ -249,7 +249,7 @@ fn validate(blocks: &[EventBlock]) -> syn::Result<Vec<(TokenStream, Vec<CheckedR
                 Err(e) => push(e),
             }
         }
-        out.push((ty, routes));
+        out.push((ty, matches!(block.event, EventRef::TypeString(_)), routes));
     }
     match errors {
         Some(e) => Err(e),
@@ -270,7 +270,7 @@ pub fn expand(input: TokenStream) -> syn::Result<TokenStream> {
     let blocks = parse(input)?;
     let checked = validate(&blocks)?;
     let mut routes = Vec::new();
-    for (ty, list) in &checked {
+    for (ty, by_string, list) in &checked {
         for r in list {
             let span = r.key_lit.span();
             let topic = &r.topic;
@@ -288,8 +288,20 @@ pub fn expand(input: TokenStream) -> syn::Result<TokenStream> {
                     ::openedx_events::__private::key_of(__v)
                 }
             };
-            routes.push(quote! {
+            let route = quote! {
                 ::openedx_events::__private::compiled_route::<#ty>(#topic, #path, #enabled, #extract)
+            };
+            routes.push(if *by_string {
+                // A type string names the hidden alias its event emits: catalog events are found
+                // through the catalog's aliases, the user's own through those in scope here. The
+                // glob stays inside this block, so it cannot shadow the user's own names.
+                quote! {{
+                    #[allow(unused_imports)]
+                    use ::openedx_events::catalog::__aliases::*;
+                    #route
+                }}
+            } else {
+                route
             });
         }
     }

@@ -55,6 +55,8 @@ pub enum Shape {
     List,
     /// An Avro map.
     Map,
+    /// Raw bytes (not usable as a key).
+    Bytes,
 }
 
 impl fmt::Display for Shape {
@@ -64,6 +66,7 @@ impl fmt::Display for Shape {
             Shape::Record(n) => write!(f, "a record ({n})"),
             Shape::List => f.write_str("a list"),
             Shape::Map => f.write_str("a map"),
+            Shape::Bytes => f.write_str("raw bytes"),
         }
     }
 }
@@ -234,7 +237,7 @@ serde_scalar!(u32, "long", |v: &u32| EventKey::Long(i64::from(*v)));
 serde_scalar!(f64, "double", |v: &f64| EventKey::Double(*v));
 
 impl EventField for Vec<u8> {
-    const SHAPE: Shape = Shape::Scalar("bytes");
+    const SHAPE: Shape = Shape::Bytes;
     fn avro_schema(_: &mut SchemaContext) -> Value {
         Value::String("bytes".to_owned())
     }
@@ -272,7 +275,10 @@ impl EventField for DateTime<Utc> {
         Value::String("string".to_owned())
     }
     fn serialize_field<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&time::IsoFormat(self))
+        match time::format_into(self, &mut [0; time::ISO_LEN]) {
+            Some(text) => serializer.serialize_str(text),
+            None => serializer.collect_str(&time::IsoFormat(self)),
+        }
     }
     fn deserialize_field<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct TimeVisitor;

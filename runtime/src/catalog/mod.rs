@@ -17,3 +17,15 @@ pub mod authz;
 pub mod content_authoring;
 pub mod enterprise;
 pub mod learning;
+
+/// The hidden aliases that name each catalog event by its type string, so that
+/// `producer_config!` finds catalog events by type string without imports.
+#[doc(hidden)]
+#[allow(ambiguous_glob_reexports)] // only the aliases are used, and they are unique
+pub mod __aliases {
+    pub use super::analytics::*;
+    pub use super::authz::*;
+    pub use super::content_authoring::*;
+    pub use super::enterprise::*;
+    pub use super::learning::*;
+}

@@ -1,0 +1,186 @@
+//! Every supported field type: its Avro schema, a round trip through schemaless
+//! Avro and through JSON, and keys read from each scalar kind.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{TimeZone, Utc};
+use openedx_events::keys::{CourseKey, LibraryLocatorV2, UsageKey};
+use openedx_events::{avro, openedx_event, EventData, EventKey, Map, OpenEdxEvent};
+use serde_json::json;
+use uuid::Uuid;
+
+/// A nested record.
+#[derive(EventData, Clone, Debug, PartialEq)]
+pub struct Inner {
+    /// A label.
+    pub label: String,
+}
+
+/// Sent in this test, with one field of each supported type.
+#[openedx_event("org.openedx.learning.test_fields.sent.v1")]
+#[derive(Clone, Debug, PartialEq)]
+pub struct AllFields {
+    /// text
+    pub text: String,
+    /// flag
+    pub flag: bool,
+    /// long
+    pub long: i64,
+    /// int
+    pub int: i32,
+    /// unsigned
+    pub unsigned: u32,
+    /// real
+    pub real: f64,
+    /// raw bytes
+    pub raw: Vec<u8>,
+    /// optional
+    pub maybe: Option<String>,
+    /// list
+    pub list: Vec<i64>,
+    /// ordered map
+    pub map: Map<String>,
+    /// hash map
+    pub hash: HashMap<String, bool>,
+    /// btree map
+    pub btree: BTreeMap<String, f64>,
+    /// nested
+    pub inner: Inner,
+    /// nested again: referenced by name in the schema
+    pub inners: Vec<Inner>,
+    /// optional nested
+    pub maybe_inner: Option<Inner>,
+    /// date-time
+    pub when: chrono::DateTime<Utc>,
+    /// uuid
+    pub id: Uuid,
+    /// course key
+    pub course: CourseKey,
+    /// usage key
+    pub usage: UsageKey,
+    /// library key
+    pub library: LibraryLocatorV2,
+    /// the Rust keyword `type`, written `type` on the wire
+    pub r#type: String,
+}
+
+fn sample() -> AllFields {
+    AllFields {
+        text: "héllo".into(),
+        flag: true,
+        long: i64::MIN,
+        int: -7,
+        unsigned: u32::MAX,
+        real: 1.5e300,
+        raw: vec![0, 255, 10],
+        maybe: None,
+        list: vec![1, -1, i64::MAX],
+        map: [("b".to_string(), "2".to_string()), ("a".to_string(), "1".to_string())].into_iter().collect(),
+        hash: [("x".to_string(), false)].into_iter().collect(),
+        btree: [("k".to_string(), 0.25)].into_iter().collect(),
+        inner: Inner { label: "one".into() },
+        inners: vec![Inner { label: "two".into() }],
+        maybe_inner: Some(Inner { label: "three".into() }),
+        when: Utc.with_ymd_and_hms(2026, 11, 27, 13, 20, 5).unwrap() + chrono::Duration::microseconds(364687),
+        id: Uuid::parse_str("5c5b3c4e-8f5e-11ef-9c3a-0242ac120002").unwrap(),
+        course: "course-v1:edX+DemoX+2026".parse().unwrap(),
+        usage: "block-v1:edX+DemoX+2026+type@video+block@intro".parse().unwrap(),
+        library: "lib:edX:demo".parse().unwrap(),
+        r#type: "kind".into(),
+    }
+}
+
+#[test]
+fn schema_maps_each_type() {
+    let fields = &AllFields::avro_schema().json()["fields"];
+    let ty = |name: &str| {
+        fields.as_array().unwrap().iter().find(|f| f["name"] == name).unwrap_or_else(|| panic!("{name}")).clone()
+    };
+    assert_eq!(ty("text")["type"], "string");
+    assert_eq!(ty("flag")["type"], "boolean");
+    assert_eq!(ty("long")["type"], "long");
+    assert_eq!(ty("int")["type"], "long");
+    assert_eq!(ty("unsigned")["type"], "long");
+    assert_eq!(ty("real")["type"], "double");
+    assert_eq!(ty("raw")["type"], "bytes");
+    assert_eq!(ty("maybe"), json!({"name": "maybe", "type": ["null", "string"], "default": null}));
+    assert_eq!(ty("list")["type"], json!({"type": "array", "items": "long"}));
+    assert_eq!(ty("map")["type"], json!({"type": "map", "values": "string"}));
+    assert_eq!(ty("hash")["type"], json!({"type": "map", "values": "boolean"}));
+    assert_eq!(ty("btree")["type"], json!({"type": "map", "values": "double"}));
+    assert_eq!(
+        ty("inner")["type"],
+        json!({"name": "Inner", "type": "record", "fields": [{"name": "label", "type": "string"}]})
+    );
+    assert_eq!(ty("inners")["type"], json!({"type": "array", "items": "Inner"}), "defined once, then by name");
+    assert_eq!(ty("maybe_inner")["type"], json!(["null", "Inner"]));
+    for name in ["when", "id", "course", "usage", "library", "type"] {
+        assert_eq!(ty(name)["type"], "string", "{name}");
+    }
+    assert_eq!(AllFields::avro_schema().json()["name"], "CloudEvent");
+    assert_eq!(AllFields::avro_schema().json()["namespace"], AllFields::EVENT_TYPE);
+}
+
+#[test]
+fn avro_and_json_round_trips() {
+    let event = sample();
+    let bytes = avro::encode(&event).unwrap();
+    assert_eq!(avro::decode::<AllFields>(&bytes).unwrap(), event);
+
+    let json = serde_json::to_value(&event).unwrap();
+    assert_eq!(json["when"], "2026-11-27T13:20:05.364687+00:00");
+    assert_eq!(json["id"], "5c5b3c4e-8f5e-11ef-9c3a-0242ac120002");
+    assert_eq!(json["type"], "kind");
+    assert_eq!(json["maybe"], serde_json::Value::Null);
+    let keys: Vec<&String> = json["map"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["b", "a"], "map order is kept");
+    let back: AllFields = serde_json::from_value(json).unwrap();
+    assert_eq!(back, event);
+}
+
+#[test]
+fn absent_optional_fields_read_as_none_and_required_ones_fail() {
+    let mut json = serde_json::to_value(sample()).unwrap();
+    json.as_object_mut().unwrap().remove("maybe_inner");
+    let back: AllFields = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(back.maybe_inner, None);
+    json.as_object_mut().unwrap().remove("course");
+    let err = serde_json::from_value::<AllFields>(json).unwrap_err().to_string();
+    assert!(err.contains("missing field `course`"), "{err}");
+}
+
+#[test]
+fn invalid_keys_and_times_are_refused_when_read() {
+    let mut json = serde_json::to_value(sample()).unwrap();
+    json["course"] = json!("not a course");
+    let err = serde_json::from_value::<AllFields>(json).unwrap_err().to_string();
+    assert!(err.contains("invalid course key"), "{err}");
+    let mut json = serde_json::to_value(sample()).unwrap();
+    json["when"] = json!("yesterday");
+    let err = serde_json::from_value::<AllFields>(json).unwrap_err().to_string();
+    assert!(err.contains("invalid date-time"), "{err}");
+}
+
+#[test]
+fn keys_from_each_scalar_kind() {
+    let event = sample();
+    let ops = openedx_events::registry::find(AllFields::EVENT_TYPE).unwrap().ops();
+    let key = |path: &str| {
+        let k = ops.resolve_key(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        ((k.accessor)(&event), k.avro_type)
+    };
+    assert_eq!(key("text"), (Some(EventKey::String("héllo".into())), "string"));
+    assert_eq!(key("flag"), (Some(EventKey::Boolean(true)), "boolean"));
+    assert_eq!(key("long"), (Some(EventKey::Long(i64::MIN)), "long"));
+    assert_eq!(key("int"), (Some(EventKey::Long(-7)), "long"));
+    assert_eq!(key("real"), (Some(EventKey::Double(1.5e300)), "double"));
+    assert_eq!(key("maybe"), (None, "string"));
+    assert_eq!(key("inner.label"), (Some(EventKey::String("one".into())), "string"));
+    assert_eq!(key("maybe_inner.label"), (Some(EventKey::String("three".into())), "string"));
+    assert_eq!(key("when"), (Some(EventKey::String("2026-11-27T13:20:05.364687+00:00".into())), "string"));
+    assert_eq!(key("id"), (Some(EventKey::String("5c5b3c4e-8f5e-11ef-9c3a-0242ac120002".into())), "string"));
+    assert_eq!(key("course"), (Some(EventKey::String("course-v1:edX+DemoX+2026".into())), "string"));
+    for bad in ["raw", "list", "map", "inner", "inners.label"] {
+        assert!(ops.resolve_key(bad).is_err(), "{bad} is not a key");
+    }
+}
