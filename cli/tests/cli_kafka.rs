@@ -1,0 +1,268 @@
+//! `produce` and `consume` against Kafka, as a user runs the tool: librdkafka's mock
+//! cluster (or `KAFKA_BOOTSTRAP_SERVERS`) and the project's test schema registry (or
+//! `EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL`), both living in the test process while the
+//! tool runs as a child process.
+
+mod common;
+#[path = "../../tests/support/kafka.rs"]
+mod kafka_support;
+#[path = "../../tests/support/registry.rs"]
+mod registry_support;
+
+use std::time::Duration;
+
+use common::{cli, stderr, stdout};
+use kafka_support::{headers, unique, KafkaEnv};
+use predicates::prelude::*;
+use rdkafka::Message;
+use registry_support::RegistryHandle;
+use serde_json::{json, Value};
+
+const XBLOCK: &str = "org.openedx.content_authoring.xblock.published.v1";
+const TOPIC: &str = "xblock-lifecycle";
+
+struct Fixture {
+    env: KafkaEnv,
+    registry: RegistryHandle,
+    prefix: String,
+    full: String,
+}
+
+impl Fixture {
+    fn new(partitions: i32) -> Self {
+        let env = KafkaEnv::start();
+        let registry = RegistryHandle::from_env_or_start();
+        let prefix = unique("cli");
+        let full = format!("{prefix}-{TOPIC}");
+        env.create_topic(&full, partitions);
+        env.create_topic(&format!("{full}-dead-letter"), 1);
+        Self {
+            env,
+            registry,
+            prefix,
+            full,
+        }
+    }
+
+    /// The tool, configured for this cluster and registry.
+    fn tool(&self) -> assert_cmd::Command {
+        let mut c = cli();
+        c.env("EVENT_BUS_PRODUCER", "kafka")
+            .env("EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS", self.env.bootstrap())
+            .env("EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL", self.registry.url())
+            .env("EVENT_BUS_TOPIC_PREFIX", &self.prefix)
+            .env("EVENTS_SERVICE_NAME", "cli-kafka-test")
+            .env("EVENT_BUS_KAFKA_CONSUMER_CONFIG_SESSION_TIMEOUT_MS", "6000")
+            .env("EVENT_BUS_KAFKA_CONSUMER_CONFIG_HEARTBEAT_INTERVAL_MS", "1000");
+        c
+    }
+
+    /// Produces with the tool (keyed by the usage key); returns its JSON report.
+    fn produce(&self, data: &Value) -> Value {
+        let a = self
+            .tool()
+            .args(["produce", "--json", "--event-type", XBLOCK, "--topic", TOPIC])
+            .args(["--key-field", "xblock_info.usage_key", "--data"])
+            .arg(data.to_string())
+            .assert()
+            .success();
+        serde_json::from_str(&stdout(&a)).unwrap()
+    }
+}
+
+/// XBlock data of block `n`.
+fn block(n: u32) -> Value {
+    json!({"xblock_info": {
+        "usage_key": format!("block-v1:OpenedX+CS101+2026_T1+type@problem+block@p{n}"),
+        "block_type": "problem",
+        "version": null}})
+}
+
+fn lines(a: &assert_cmd::assert::Assert) -> Vec<Value> {
+    stdout(a).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn produce_prints_the_partition_and_offset_of_the_delivered_message() {
+    let f = Fixture::new(3);
+    let reports: Vec<Value> = (1..=4).map(|n| f.produce(&block(n))).collect();
+    let messages = f.env.read_all(&f.full, 4, Duration::from_secs(20));
+    assert_eq!(messages.len(), 4);
+    for (n, report) in (1..=4).zip(&reports) {
+        assert_eq!(report["backend"], "kafka");
+        assert_eq!(report["topic"], f.full);
+        let m = messages
+            .iter()
+            .find(|m| {
+                i64::from(m.partition()) == report["partition"].as_i64().unwrap()
+                    && m.offset() == report["offset"].as_i64().unwrap()
+            })
+            .unwrap_or_else(|| panic!("no message at {report}"));
+        let h = headers(m);
+        assert!(
+            h.contains(&("ce_id".to_owned(), report["event_id"].as_str().unwrap().to_owned())),
+            "{h:?}"
+        );
+        assert!(h.contains(&("ce_type".to_owned(), XBLOCK.to_owned())));
+        assert!(h.contains(&("ce_source".to_owned(), "openedx/cli-kafka-test/web".to_owned())));
+        // Key: framed Avro string of the usage key. Value: framed Avro of the data.
+        let key = m.key().unwrap();
+        assert_eq!(key[0], 0);
+        let usage_key = block(n)["xblock_info"]["usage_key"].as_str().unwrap().to_owned();
+        assert!(key.ends_with(usage_key.as_bytes()));
+        let a = cli()
+            .args(["avro", "encode", "--event-type", XBLOCK, "--data"])
+            .arg(block(n).to_string())
+            .assert()
+            .success();
+        assert_eq!(hex::encode(&m.payload().unwrap()[5..]), stdout(&a).trim());
+    }
+    if f.registry.is_local() {
+        let subjects = f.registry.subjects();
+        assert!(
+            subjects.contains_key(&format!("{}-{XBLOCK}.CloudEvent", f.full)),
+            "{subjects:?}"
+        );
+        assert!(subjects.contains_key(&format!("{}-string", f.full)), "{subjects:?}");
+    }
+    let a = f
+        .tool()
+        .args(["produce", "--event-type", XBLOCK, "--topic", TOPIC, "--data"])
+        .arg(block(9).to_string())
+        .assert()
+        .success();
+    assert!(
+        stdout(&a).contains(&format!("to kafka topic {} at partition ", f.full)),
+        "{}",
+        stdout(&a)
+    );
+}
+
+#[test]
+fn consume_prints_events_from_the_beginning_an_offset_or_a_time() {
+    let f = Fixture::new(1);
+    let mut reports = Vec::new();
+    let mut times = Vec::new();
+    for n in 1..=3 {
+        std::thread::sleep(Duration::from_millis(20));
+        times.push(chrono::Utc::now());
+        std::thread::sleep(Duration::from_millis(20));
+        reports.push(f.produce(&block(n)));
+    }
+    let a = f
+        .tool()
+        .args([
+            "consume",
+            "--topic",
+            TOPIC,
+            "--group",
+            &unique("g"),
+            "--from-beginning",
+            "--max",
+            "3",
+        ])
+        .assert()
+        .success();
+    let got = lines(&a);
+    assert_eq!(got.len(), 3, "{}\n{}", stdout(&a), stderr(&a));
+    for (n, (line, report)) in got.iter().zip(&reports).enumerate() {
+        assert_eq!(line["data"], block(n as u32 + 1));
+        assert_eq!(line["metadata"]["id"], report["event_id"]);
+        assert_eq!(line["metadata"]["event_type"], XBLOCK);
+        assert_eq!(line["metadata"]["source"], "openedx/cli-kafka-test/web");
+        assert_eq!(line["topic"], f.full);
+    }
+    assert!(stderr(&a).contains(&format!("consumed 3 event(s) from {}", f.full)));
+
+    // From an offset, included.
+    let offset = reports[1]["offset"].as_i64().unwrap();
+    let a = f
+        .tool()
+        .args(["consume", "--topic", TOPIC, "--group", &unique("g"), "--max", "2"])
+        .arg("--from-id")
+        .arg(format!("0:{offset}"))
+        .assert()
+        .success();
+    let got: Vec<Value> = lines(&a).into_iter().map(|l| l["data"].clone()).collect();
+    assert_eq!(got, vec![block(2), block(3)]);
+
+    // From a time: the events produced after it.
+    let time = times[2].to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let a = f
+        .tool()
+        .args([
+            "consume",
+            "--topic",
+            TOPIC,
+            "--group",
+            &unique("g"),
+            "--max",
+            "1",
+            "--from-time",
+            &time,
+        ])
+        .assert()
+        .success();
+    let got: Vec<Value> = lines(&a).into_iter().map(|l| l["data"].clone()).collect();
+    assert_eq!(got, vec![block(3)]);
+
+    // A new group without --from-*: only new events.
+    let a = f
+        .tool()
+        .args(["consume", "--topic", TOPIC, "--group", &unique("g"), "--timeout", "4"])
+        .assert()
+        .success();
+    assert_eq!(stdout(&a), "");
+}
+
+#[test]
+fn kafka_bad_arguments_and_backend_failures_have_their_exit_codes() {
+    let f = Fixture::new(1);
+    f.tool()
+        .args(["consume", "--topic", TOPIC, "--group", "g", "--from-id", "17"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("PARTITION:OFFSET"));
+    // A registry that does not answer: the event cannot be framed, so it is not delivered.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    f.tool()
+        .env(
+            "EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL",
+            format!("http://127.0.0.1:{port}"),
+        )
+        .args([
+            "produce",
+            "--event-type",
+            XBLOCK,
+            "--topic",
+            TOPIC,
+            "--timeout",
+            "5",
+            "--data",
+        ])
+        .arg(block(1).to_string())
+        .assert()
+        .code(3)
+        .stdout("");
+    // A broker that does not answer.
+    f.tool()
+        .env("EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS", format!("127.0.0.1:{port}"))
+        .args([
+            "produce",
+            "--event-type",
+            XBLOCK,
+            "--topic",
+            TOPIC,
+            "--timeout",
+            "3",
+            "--data",
+        ])
+        .arg(block(1).to_string())
+        .assert()
+        .code(3)
+        .stdout("");
+}
