@@ -306,6 +306,6 @@ pub fn expand(input: TokenStream) -> syn::Result<TokenStream> {
         }
     }
     Ok(quote! {
-        ::openedx_events::__private::CompiledConfig::new(::std::vec![#(#routes),*])
+        ::openedx_events::__private::CompiledConfig::new(::std::vec::Vec::from([#(#routes),*]))
     })
 }
