@@ -316,27 +316,27 @@ pub struct ActiveRoute {
 /// ```
 /// use openedx_events::{openedx_event, producer_config, EventBus, OpenEdxEvent, Settings};
 ///
-/// /// Sent when a badge is awarded.
-/// #[openedx_event("org.openedx.learning.badge.awarded.v1")]
+/// /// Sent when a learner gives kudos.
+/// #[openedx_event("org.openedx.learning.kudos.given.v1")]
 /// #[derive(Clone, Debug)]
-/// pub struct BadgeAwarded {
+/// pub struct KudosGiven {
 ///     /// The learner.
 ///     pub user_id: i64,
 /// }
 ///
 /// let bus = EventBus::builder()
 ///     .producer_config(producer_config! {
-///         "org.openedx.learning.badge.awarded.v1" => [
-///             { topic: "learning-badges", event_key_field: "user_id", enabled: true },
+///         "org.openedx.learning.kudos.given.v1" => [
+///             { topic: "learning-kudos", event_key_field: "user_id", enabled: true },
 ///         ],
 ///     })
 ///     .settings(Settings::new())
 ///     .start()
 ///     .unwrap();
-/// BadgeAwarded::signal().send_event(BadgeAwarded { user_id: 7 });
+/// KudosGiven::signal().send_event(KudosGiven { user_id: 7 });
 /// let memory = bus.memory().unwrap();
-/// assert_eq!(memory.len("learning-badges"), 1);
-/// assert_eq!(memory.events("learning-badges")[0].key, Some(openedx_events::EventKey::Long(7)));
+/// assert_eq!(memory.len("learning-kudos"), 1);
+/// assert_eq!(memory.events("learning-kudos")[0].key, Some(openedx_events::EventKey::Long(7)));
 /// ```
 pub struct EventBus {
     producer: Arc<dyn Producer>,
