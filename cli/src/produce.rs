@@ -210,6 +210,7 @@ async fn produce_kafka(settings: &Settings, record: ProducerRecord, timeout: Dur
     })?;
     let topic = record.topic.to_string();
     let event_id = record.metadata.id;
+    let lookup = crate::kafka_lookup::Lookup::snapshot(settings, &topic, timeout).await?;
     producer.produce(record).map_err(|e| CliError::backend(e.to_string()))?;
     let flushed = producer.flush(timeout).await;
     let stats = producer.stats();
@@ -220,7 +221,7 @@ async fn produce_kafka(settings: &Settings, record: ProducerRecord, timeout: Dur
             "kafka: the event was not delivered to {topic} (see the log above)"
         )));
     }
-    crate::kafka_lookup::find_position(settings, &topic, event_id, timeout).await
+    lookup.find(event_id).await
 }
 
 #[cfg(not(feature = "kafka"))]

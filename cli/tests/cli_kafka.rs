@@ -138,6 +138,83 @@ fn produce_prints_the_partition_and_offset_of_the_delivered_message() {
     );
 }
 
+/// The message at one position, read with plain rdkafka.
+fn message_at(env: &KafkaEnv, topic: &str, partition: i32, offset: i64) -> rdkafka::message::OwnedMessage {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", env.bootstrap())
+        .set("group.id", unique("at"))
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(offset))
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            return m.unwrap().detach();
+        }
+    }
+    panic!("no message at {topic} {partition}:{offset}");
+}
+
+#[test]
+fn produce_finds_its_message_while_others_produce_to_the_topic() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let f = Fixture::new(1);
+    let watcher: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", f.env.bootstrap())
+        .set("group.id", unique("w"))
+        .create()
+        .unwrap();
+    let high = || watcher.fetch_watermarks(&f.full, 0, Duration::from_secs(10)).unwrap().1;
+    // Another producer writes about 20 000 messages a second, 40 000 at most, meanwhile.
+    let stop = Arc::new(AtomicBool::new(false));
+    let noise = {
+        let (stop, topic, bootstrap) = (stop.clone(), f.full.clone(), f.env.bootstrap().to_owned());
+        std::thread::spawn(move || {
+            let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("linger.ms", "5")
+                .create()
+                .unwrap();
+            let mut sent = 0;
+            while !stop.load(Ordering::Relaxed) && sent < 40_000 {
+                if producer.send(BaseRecord::<(), _>::to(&topic).payload("noise")).is_ok() {
+                    sent += 1;
+                    if sent % 200 == 0 {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                } else {
+                    producer.poll(Duration::from_millis(1));
+                }
+            }
+            producer.flush(Duration::from_secs(10)).unwrap();
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while high() < 500 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let report = f.produce(&block(1));
+    stop.store(true, Ordering::Relaxed);
+    noise.join().unwrap();
+    // Enough others landed after this event that only reading everything appended since the
+    // tool produced finds it (not, say, the newest thousand messages).
+    let offset = report["offset"].as_i64().unwrap();
+    let after = high() - offset;
+    assert!(
+        offset >= 500 && after > 1000,
+        "offset {offset}, {after} messages after it"
+    );
+    let m = message_at(&f.env, &f.full, report["partition"].as_i64().unwrap() as i32, offset);
+    assert!(headers(&m).contains(&("ce_id".to_owned(), report["event_id"].as_str().unwrap().to_owned())));
+}
+
 #[test]
 fn consume_prints_events_from_the_beginning_an_offset_or_a_time() {
     let f = Fixture::new(1);
