@@ -605,6 +605,20 @@ enum Attempt {
     Retry { indexes: Vec<usize>, uncertain: bool },
 }
 
+/// Replies of one pipeline, or why there are none.
+type Replies = Result<Vec<Value>, RedisError>;
+
+/// A batch sent and not answered yet.
+struct InFlight {
+    pipe: Arc<Pipeline>,
+    meta: Vec<Meta>,
+    reply: futures::future::BoxFuture<'static, Replies>,
+}
+
+/// Batches sent before the replies of the previous one arrive (on the same connection,
+/// so Redis applies them in order): Redis works on one while the next is being prepared.
+const PIPELINE_DEPTH: usize = 2;
+
 /// The background task: owns the connection, sends batches in order.
 struct Writer {
     client: Client,
@@ -620,22 +634,56 @@ impl Writer {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Queued>) {
         let batch_size = self.config.batch_size.max(1);
         let mut batch: Vec<Queued> = Vec::with_capacity(batch_size);
+        let mut inflight: std::collections::VecDeque<InFlight> = std::collections::VecDeque::new();
+        let mut stop = self.stop.clone();
         loop {
-            let n = tokio::select! {
+            let can_send = inflight.len() < PIPELINE_DEPTH;
+            tokio::select! {
                 biased;
-                n = rx.recv_many(&mut batch, batch_size) => n,
-                _ = self.stop.wait_for(|s| *s) => 0,
-            };
-            if n == 0 {
-                break;
+                reply = async { inflight.front_mut().expect("checked").reply.as_mut().await }, if !inflight.is_empty() => {
+                    let done = inflight.pop_front().expect("checked");
+                    self.finish(done, reply, &mut inflight).await;
+                }
+                n = rx.recv_many(&mut batch, batch_size), if can_send => {
+                    if n == 0 {
+                        break;
+                    }
+                    let mut pipe = Pipeline::with_capacity(n);
+                    let mut meta = Vec::with_capacity(n);
+                    for q in batch.drain(..) {
+                        pipe.add_command(q.cmd);
+                        meta.push(q.meta);
+                    }
+                    match self.conn.clone() {
+                        Some(mut conn) => {
+                            let pipe = Arc::new(pipe);
+                            let sent = pipe.clone();
+                            let mut reply: futures::future::BoxFuture<'static, Replies> = Box::pin(
+                                tokio::task::unconstrained(async move { conn.req_packed_commands(&sent, 0, n).await }),
+                            );
+                            // The first poll hands the pipeline to the connection's queue (it has
+                            // room: this task is its only user, with at most PIPELINE_DEPTH + 1
+                            // requests), so batches go out in the order they are made. Later
+                            // polls only wait for the replies.
+                            if let std::task::Poll::Ready(r) = futures::poll!(reply.as_mut()) {
+                                reply = Box::pin(std::future::ready(r));
+                            }
+                            inflight.push_back(InFlight { pipe, meta, reply });
+                        }
+                        // No connection: nothing is in flight (a failure waits for all of
+                        // them); connect, then send this batch alone.
+                        None => {
+                            let todo = (0..meta.len()).collect();
+                            self.deliver(&pipe, &meta, todo, false).await;
+                        }
+                    }
+                }
+                _ = async { stop.wait_for(|s| *s).await.map(|_| ()) }, if inflight.is_empty() => break,
             }
-            let mut pipe = Pipeline::with_capacity(n);
-            let mut meta = Vec::with_capacity(n);
-            for q in batch.drain(..) {
-                pipe.add_command(q.cmd);
-                meta.push(q.meta);
-            }
-            self.deliver(&pipe, &meta).await;
+        }
+        while let Some(done) = inflight.pop_front() {
+            let reply = done.reply.await;
+            self.finish_one(done.pipe, done.meta, reply).await;
         }
         // Stopped (shutdown timed out) or every sender gone: fail what is left.
         rx.close();
@@ -648,6 +696,44 @@ impl Writer {
             tracing::error!(events = left, "redis producer stopped with undelivered events");
         }
         self.shared.complete(left);
+    }
+
+    /// Handles the replies of the oldest batch in flight. After a connection failure the
+    /// batches behind it are awaited too, then every failed one is sent again, in order.
+    async fn finish(&mut self, done: InFlight, reply: Replies, inflight: &mut std::collections::VecDeque<InFlight>) {
+        if reply_ok(&reply, done.meta.len()) {
+            self.finish_one(done.pipe, done.meta, reply).await;
+            return;
+        }
+        let mut failed = vec![(done.pipe, done.meta, reply)];
+        while let Some(next) = inflight.pop_front() {
+            let reply = next.reply.await;
+            if reply_ok(&reply, next.meta.len()) {
+                // Answered although an earlier batch was not (its replies timed out): the
+                // earlier batch's missing events will land after these.
+                self.finish_one(next.pipe, next.meta, reply).await;
+            } else {
+                failed.push((next.pipe, next.meta, reply));
+            }
+        }
+        for (pipe, meta, reply) in failed {
+            self.finish_one(pipe, meta, reply).await;
+        }
+    }
+
+    /// Handles one batch's replies; resends what must be, then completes the batch.
+    async fn finish_one(&mut self, pipe: Arc<Pipeline>, meta: Vec<Meta>, reply: Replies) {
+        let todo: Vec<usize> = (0..meta.len()).collect();
+        match self.check_replies(&meta, &todo, reply).await {
+            Attempt::Done => self.shared.complete(meta.len()),
+            Attempt::Retry { indexes, uncertain } => {
+                self.shared
+                    .counters
+                    .retried
+                    .fetch_add(indexes.len() as u64, Ordering::Relaxed);
+                self.deliver(&pipe, &meta, indexes, uncertain).await;
+            }
+        }
     }
 
     fn stopped(&self) -> bool {
@@ -665,10 +751,10 @@ impl Writer {
         );
     }
 
-    /// Sends a batch (one command per event of `meta`) until every event is delivered or failed.
-    async fn deliver(&mut self, pipe: &Pipeline, meta: &[Meta]) {
-        let mut todo: Vec<usize> = (0..meta.len()).collect();
-        let mut uncertain = false;
+    /// Sends the events `todo` of a batch (one command per event of `meta`) until each is
+    /// delivered or failed, then completes the whole batch. `uncertain`: a previous attempt
+    /// may have been applied in part, so check the streams before sending again.
+    async fn deliver(&mut self, pipe: &Pipeline, meta: &[Meta], mut todo: Vec<usize>, mut uncertain: bool) {
         loop {
             if self.stopped() {
                 for &i in &todo {
@@ -699,7 +785,20 @@ impl Writer {
                     break;
                 }
             }
-            match self.attempt(conn, pipe, meta, &todo).await {
+            let reply = if todo.len() == meta.len() {
+                conn.req_packed_commands(pipe, 0, todo.len()).await
+            } else {
+                let mut subset = Pipeline::with_capacity(todo.len());
+                let mut want = todo.iter().copied().peekable();
+                for (i, cmd) in pipe.cmd_iter().enumerate() {
+                    if want.peek() == Some(&i) {
+                        subset.add_command(cmd.clone());
+                        want.next();
+                    }
+                }
+                conn.req_packed_commands(&subset, 0, todo.len()).await
+            };
+            match self.check_replies(meta, &todo, reply).await {
                 Attempt::Done => break,
                 Attempt::Retry { indexes, uncertain: u } => {
                     self.shared
@@ -714,31 +813,10 @@ impl Writer {
         self.shared.complete(meta.len());
     }
 
-    /// One pipeline of the events `todo` (indexes into the batch, in order).
-    async fn attempt(
-        &mut self,
-        mut conn: MultiplexedConnection,
-        full: &Pipeline,
-        meta: &[Meta],
-        todo: &[usize],
-    ) -> Attempt {
-        let subset;
-        let pipe = if todo.len() == meta.len() {
-            full
-        } else {
-            let mut p = Pipeline::with_capacity(todo.len());
-            let mut want = todo.iter().copied().peekable();
-            for (i, cmd) in full.cmd_iter().enumerate() {
-                if want.peek() == Some(&i) {
-                    p.add_command(cmd.clone());
-                    want.next();
-                }
-            }
-            subset = p;
-            &subset
-        };
-        let result = conn.req_packed_commands(pipe, 0, todo.len()).await;
-        let replies = match result {
+    /// Counts delivered and failed events of one pipeline's replies for the events `todo`,
+    /// and says which must be sent again.
+    async fn check_replies(&mut self, meta: &[Meta], todo: &[usize], reply: Replies) -> Attempt {
+        let replies = match reply {
             Ok(r) if r.len() == todo.len() => r,
             Ok(r) => {
                 let e = RedisError::from((
@@ -847,6 +925,10 @@ impl Writer {
             _ = stop.wait_for(|s| *s) => {}
         }
     }
+}
+
+fn reply_ok(reply: &Replies, n: usize) -> bool {
+    matches!(reply, Ok(r) if r.len() == n)
 }
 
 /// Which of the events `todo` are already in their streams (compared by event id),
