@@ -41,6 +41,7 @@ pub struct ProduceArgs {
 }
 
 /// Where an event was delivered.
+#[cfg_attr(not(all(feature = "redis", feature = "kafka")), allow(dead_code))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Position {
     /// Index in the in-memory bus of this process.
@@ -194,7 +195,8 @@ async fn produce_redis(_: &Settings, _: ProducerRecord, _: Duration) -> Result<P
 }
 
 /// A URL with its user information hidden.
-pub(crate) fn redact(url: &str) -> String {
+#[cfg(feature = "redis")]
+fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s + 3 => format!("{}***{}", &url[..s + 3], &url[at..]),
         _ => url.to_owned(),
