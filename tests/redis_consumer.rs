@@ -592,3 +592,51 @@ async fn shutdown_finishes_the_message_in_hand() {
     assert_eq!(order, [1, 2]);
     assert_eq!(pending_count(&mut conn, &stream, &group), 0);
 }
+
+/// The server restarts while the consumer runs: it reconnects, keeps its group's position
+/// (append-only file on) and reads everything, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_reconnects_after_a_server_restart() {
+    let server = redis_support::PrivateRedis::start(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let url = server.url();
+    let stream = unique("reconnect");
+    let seen = record_received::<XBlockPublished>();
+    produce_xblocks(&url, &stream, 0..50).await;
+    let mut o = options();
+    o.max_count = Some(100);
+    o.reconnect_min_delay = Duration::from_millis(20);
+    o.reconnect_max_delay = Duration::from_millis(200);
+    let group = unique("g");
+    let consumer = RedisConsumer::new(&url, &stream, &group, "c1", o).unwrap();
+    let run = tokio::spawn(consumer.run(never()));
+    // Wait until the first half is handled, then restart the server.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while seen.lock().unwrap().len() < 50 {
+        assert!(tokio::time::Instant::now() < deadline, "first half not consumed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // ... and acknowledged (otherwise they would rightly be delivered again after the restart).
+    let mut conn = connect(&url);
+    while pending_count(&mut conn, &stream, &group) > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "first half not acknowledged");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(conn);
+    let server = tokio::task::spawn_blocking(move || {
+        let mut server = server;
+        server.restart();
+        server
+    })
+    .await
+    .unwrap();
+    produce_xblocks(&url, &stream, 50..100).await;
+    let stats = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(stats.reconnects >= 1, "{stats:?}");
+    let order: Vec<usize> = seen.lock().unwrap().iter().map(|(_, d, _)| index_of(d)).collect();
+    assert_eq!(order, (0..100).collect::<Vec<_>>(), "{stats:?}");
+    drop(server);
+}

@@ -9,9 +9,10 @@
 //! [`RedisProducer::produce`] never waits on the network: it encodes the event on the
 //! sending thread (so an encoding error is returned to the sender at once), takes a slot
 //! of the bounded buffer and hands the command to a background task. That task takes
-//! whatever is queued (up to [`RedisProducerConfig::batch_size`] events), sends it as
-//! one pipeline on one connection and waits for the replies before sending the next
-//! batch, so events reach Redis in the order they were accepted (per topic and overall).
+//! whatever is queued (up to [`RedisProducerConfig::batch_size`] events) and sends it as
+//! one pipeline on its one connection; it sends the next batch while Redis works on the
+//! previous one (two batches in flight at most), in order on that connection, so events
+//! reach Redis in the order they were accepted (per topic and overall).
 //!
 //! # When the buffer is full
 //!
@@ -29,8 +30,8 @@
 //!
 //! # When the connection drops
 //!
-//! The task reconnects with exponential backoff and sends the same batch again, in
-//! order. Redis may have applied part of a pipeline whose replies were lost, so after a
+//! The task waits for the replies of every batch in flight, reconnects with exponential
+//! backoff and sends the failed batches again, in order. Redis may have applied part of a pipeline whose replies were lost, so after a
 //! reconnect the task first reads the newest entries of each stream of the batch
 //! (`XREVRANGE`, the batch's count plus [`DEDUP_MARGIN`]) and drops from the retry
 //! every event whose `id` is already there. An event is written twice only in this
