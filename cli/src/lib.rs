@@ -95,6 +95,13 @@ enum Command {
     /// Produce one event to the configured event bus and print where it was delivered.
     Produce(produce::ProduceArgs),
     /// Consume events of a topic and print each as one JSON line with its metadata.
+    ///
+    /// Each line is `{"topic", "metadata", "data"}`: the metadata as openedx-events writes it
+    /// (`EventsMetadata.to_json_data()`), the data decoded (the Avro datum form, bytes as hex).
+    /// An event is acknowledged once printed. A message the tool cannot read (unknown event
+    /// type, bad metadata, undecodable data) is handled as this crate's consumers handle it:
+    /// reported on stderr and moved to the dead-letter topic `{topic}-dead-letter`. Progress
+    /// goes to stderr; Ctrl-C stops cleanly (exit 0).
     Consume(consume::ConsumeArgs),
     /// Encode event data as schemaless Avro, or decode it back to JSON.
     #[command(subcommand)]

@@ -371,3 +371,88 @@ fn an_unreachable_redis_is_a_backend_failure() {
         .env("EVENT_BUS_REDIS_CONNECTION_URL", "http://nope");
     c.args(["consume", "--topic", "t", "--group", "g"]).assert().code(2);
 }
+
+#[test]
+fn consume_reports_a_message_it_cannot_read_and_goes_on() {
+    let prefix = unique("unreadable");
+    let full = format!("{prefix}-t");
+    let dead = format!("{full}-dead-letter");
+    let _cleanup = Cleanup::new(&redis_support::url(), &[&full, &dead]);
+    let first = produce(&prefix, "t", &data(1));
+    let mut conn = redis_support::connect(&redis_support::url());
+    let _: String = redis::cmd("XADD")
+        .arg(&full)
+        .arg("*")
+        .arg("type")
+        .arg("org.openedx.nobody.knows.this.v1")
+        .arg("id")
+        .arg(uuid::Uuid::new_v4().to_string())
+        .arg("event_data")
+        .arg(&b"\x01\x02"[..])
+        .query(&mut conn)
+        .unwrap();
+    let last = produce(&prefix, "t", &data(3));
+    let a = tool(&prefix)
+        .args([
+            "consume",
+            "--topic",
+            "t",
+            "--group",
+            "g",
+            "--from-beginning",
+            "--max",
+            "3",
+        ])
+        .assert()
+        .success();
+    let got = lines(&a);
+    let ids: Vec<&Value> = got.iter().map(|l| &l["metadata"]["id"]).collect();
+    assert_eq!(ids, vec![&first["event_id"], &last["event_id"]]);
+    let err = stderr(&a);
+    assert!(err.contains("org.openedx.nobody.knows.this.v1"), "{err}");
+    assert!(err.contains("consumed 2 event(s)"), "{err}");
+    assert_eq!(redis_support::xlen(&mut conn, &dead), 1);
+}
+
+#[test]
+fn an_interrupted_consume_ends_cleanly() {
+    use std::io::BufRead;
+    let prefix = unique("int");
+    let full = format!("{prefix}-t");
+    let _cleanup = Cleanup::new(&redis_support::url(), &[&full, &format!("{full}-dead-letter")]);
+    let first = produce(&prefix, "t", &data(1));
+    let mut child = std::process::Command::new(common::bin())
+        .env_clear()
+        .env("EVENT_BUS_PRODUCER", "redis")
+        .env("EVENT_BUS_REDIS_CONNECTION_URL", redis_support::url())
+        .env("EVENT_BUS_TOPIC_PREFIX", &prefix)
+        .args(["consume", "--topic", "t", "--group", "g", "--from-beginning"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let event: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["metadata"]["id"], first["event_id"]);
+    let status = std::process::Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains(&format!("consumed 1 event(s) from {full}")));
+    // It was acknowledged: the group has nothing pending.
+    assert_eq!(
+        redis_support::pending_count(&mut redis_support::connect(&redis_support::url()), &full, "g"),
+        0
+    );
+}
