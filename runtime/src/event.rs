@@ -199,6 +199,7 @@ pub trait EventOps: Send + Sync {
         writer: &serde_avro_fast::Schema,
     ) -> Result<Arc<dyn AnyEvent>, DecodeError>;
     /// Reads event data from JSON in the datum form.
+    #[allow(clippy::wrong_self_convention)] // `self` is the event type; the result is its data
     fn from_json(&self, json: &serde_json::Value) -> Result<Arc<dyn AnyEvent>, JsonDataError>;
     /// Sends decoded data through the signal with received metadata (from the bus).
     fn send_from_bus(
