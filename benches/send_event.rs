@@ -45,9 +45,16 @@ fn python() -> Option<String> {
         return Some(p);
     }
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let out = Command::new("bash").arg("tests/python/setup.sh").current_dir(root).output().ok()?;
+    let out = Command::new("bash")
+        .arg("tests/python/setup.sh")
+        .current_dir(root)
+        .output()
+        .ok()?;
     if !out.status.success() {
-        eprintln!("tests/python/setup.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        eprintln!(
+            "tests/python/setup.sh failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         return None;
     }
     String::from_utf8(out.stdout).ok()?.lines().last().map(str::to_owned)
@@ -55,7 +62,12 @@ fn python() -> Option<String> {
 
 fn python_us_per_event(python: &str, n: u32) -> Option<f64> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/bench/py_baseline.py");
-    let out = Command::new(python).arg(script).arg(n.to_string()).arg("null").output().ok()?;
+    let out = Command::new(python)
+        .arg(script)
+        .arg(n.to_string())
+        .arg("null")
+        .output()
+        .ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
     text.split_whitespace()
         .find_map(|w| w.strip_prefix("us_per_event="))
@@ -79,7 +91,10 @@ fn main() {
     measure(50_000, 1); // warm-up
     let rust_ns = measure(200_000, 9);
     let memory = bus.memory().unwrap();
-    assert_eq!(memory.len("bench-content-authoring-xblock-lifecycle"), memory.capacity());
+    assert_eq!(
+        memory.len("bench-content-authoring-xblock-lifecycle"),
+        memory.capacity()
+    );
 
     println!("send_event -> handler -> key -> in-memory producer (XBLOCK_PUBLISHED, 1 topic)");
     println!("  rust   : {rust_ns:>10.0} ns/event");
@@ -90,7 +105,11 @@ fn main() {
             println!("  ratio  : {:>10.1}x faster", py_ns / rust_ns);
             println!(
                 "  target : <= 1000 ns/event and >= 50x: {}",
-                if rust_ns <= 1000.0 && py_ns / rust_ns >= 50.0 { "met" } else { "NOT met" }
+                if rust_ns <= 1000.0 && py_ns / rust_ns >= 50.0 {
+                    "met"
+                } else {
+                    "NOT met"
+                }
             );
         }
         None => println!("  python : unavailable (set OEV_PYTHON or fix tests/python/setup.sh)"),

@@ -70,7 +70,9 @@ fn toml_in_both_shapes_and_files() {
     std::fs::write(&yaml_path, "x").unwrap();
     let err = ProducerConfig::from_file(&yaml_path).unwrap_err().to_string();
     assert!(err.contains(".json or .toml"), "{err}");
-    let err = ProducerConfig::from_file(dir.join("missing.json")).unwrap_err().to_string();
+    let err = ProducerConfig::from_file(dir.join("missing.json"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("missing.json"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -88,7 +90,11 @@ fn merge_follows_merge_producer_configs() {
     ))
     .unwrap();
     let merged = base.merged(&overrides);
-    assert_eq!(merged.get(EVENT, "a"), base.get(EVENT, "a"), "pairs only in base are kept");
+    assert_eq!(
+        merged.get(EVENT, "a"),
+        base.get(EVENT, "a"),
+        "pairs only in base are kept"
+    );
     assert_eq!(
         merged.get(EVENT, "b"),
         Some(&TopicSettings {
@@ -98,14 +104,24 @@ fn merge_follows_merge_producer_configs() {
         "override sets enabled, keeps the key path"
     );
     assert!(merged.get(EVENT, "c").is_some(), "new pairs are added");
-    assert!(merged.get("org.openedx.other.thing.v1", "d").is_some(), "new event types are added");
-    assert_eq!(base.get(EVENT, "b").unwrap().enabled, Some(false), "merging does not change the base");
+    assert!(
+        merged.get("org.openedx.other.thing.v1", "d").is_some(),
+        "new event types are added"
+    );
+    assert_eq!(
+        base.get(EVENT, "b").unwrap().enabled,
+        Some(false),
+        "merging does not change the base"
+    );
 }
 
 #[test]
 fn malformed_json_and_toml() {
     let e = ProducerConfig::from_json_str("{\"x\": [").unwrap_err().to_string();
-    assert!(e.contains("JSON producer config is malformed") && e.contains("line 1"), "{e}");
+    assert!(
+        e.contains("JSON producer config is malformed") && e.contains("line 1"),
+        "{e}"
+    );
     let e = ProducerConfig::from_toml_str("[a\nb = ").unwrap_err().to_string();
     assert!(e.contains("TOML producer config is malformed"), "{e}");
 }
@@ -114,15 +130,21 @@ fn malformed_json_and_toml() {
 fn wrong_shapes() {
     let e = ProducerConfig::from_json_str("[1, 2]").unwrap_err().to_string();
     assert!(e.contains("must be a mapping of event types"), "{e}");
-    let e = ProducerConfig::from_json_str(&format!(r#"{{"{EVENT}": "blocks"}}"#)).unwrap_err().to_string();
+    let e = ProducerConfig::from_json_str(&format!(r#"{{"{EVENT}": "blocks"}}"#))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains(EVENT) && e.contains("found a string"), "{e}");
-    let e = ProducerConfig::from_json_str(&format!(r#"{{"{EVENT}": ["blocks"]}}"#)).unwrap_err().to_string();
+    let e = ProducerConfig::from_json_str(&format!(r#"{{"{EVENT}": ["blocks"]}}"#))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("item #0 must be a mapping"), "{e}");
 }
 
 #[test]
 fn unknown_event_type_suggests_the_closest() {
-    let errs = errors(r#"{"org.openedx.content_authoring.test_block.changd.v1": {"t": {"event_key_field": "block.usage_key", "enabled": true}}}"#);
+    let errs = errors(
+        r#"{"org.openedx.content_authoring.test_block.changd.v1": {"t": {"event_key_field": "block.usage_key", "enabled": true}}}"#,
+    );
     match &errs[..] {
         [ConfigError::UnknownEventType { event_type, suggestion }] => {
             assert_eq!(event_type, "org.openedx.content_authoring.test_block.changd.v1");
@@ -135,36 +157,75 @@ fn unknown_event_type_suggests_the_closest() {
 #[test]
 fn bad_key_paths_name_event_topic_and_field() {
     let cases = [
-        ("block.usage_kye", "no field `usage_kye` in BlockData; valid fields: usage_key, tags, extra"),
+        (
+            "block.usage_kye",
+            "no field `usage_kye` in BlockData; valid fields: usage_key, tags, extra",
+        ),
         ("blok", "no field `blok` in CloudEvent; valid fields: block"),
-        ("block", "must end on a scalar field, but `block` is a record (BlockData)"),
+        (
+            "block",
+            "must end on a scalar field, but `block` is a record (BlockData)",
+        ),
         ("block.tags", "must end on a scalar field, but `tags` is a list"),
         ("block.extra", "must end on a scalar field, but `extra` is a map"),
-        ("block.usage_key.x", "field `usage_key` is a scalar (string), it has no field `x`"),
+        (
+            "block.usage_key.x",
+            "field `usage_key` is a scalar (string), it has no field `x`",
+        ),
         ("block..usage_key", "is empty or has an empty segment"),
     ];
     for (path, expected) in cases {
-        let errs = errors(&format!(r#"{{"{EVENT}": {{"blocks": {{"event_key_field": "{path}", "enabled": true}}}}}}"#));
+        let errs = errors(&format!(
+            r#"{{"{EVENT}": {{"blocks": {{"event_key_field": "{path}", "enabled": true}}}}}}"#
+        ));
         assert_eq!(errs.len(), 1, "{errs:?}");
         let msg = errs[0].to_string();
-        assert!(msg.contains(EVENT) && msg.contains("\"blocks\"") && msg.contains(path), "{msg}");
+        assert!(
+            msg.contains(EVENT) && msg.contains("\"blocks\"") && msg.contains(path),
+            "{msg}"
+        );
         assert!(msg.contains(expected), "{path}: {msg}");
     }
 }
 
 #[test]
 fn wrong_types_and_missing_keys() {
-    let errs = errors(&format!(r#"{{"{EVENT}": {{"blocks": {{"event_key_field": 3, "enabled": "yes"}}}}}}"#));
+    let errs = errors(&format!(
+        r#"{{"{EVENT}": {{"blocks": {{"event_key_field": 3, "enabled": "yes"}}}}}}"#
+    ));
     let msgs: Vec<String> = errs.iter().map(ToString::to_string).collect();
-    assert!(msgs.iter().any(|m| m.contains("\"event_key_field\" must be a string, found a number")), "{msgs:?}");
-    assert!(msgs.iter().any(|m| m.contains("\"enabled\" must be a boolean, found a string")), "{msgs:?}");
-    assert!(msgs.iter().all(|m| m.contains(EVENT) && m.contains("\"blocks\"")), "{msgs:?}");
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("\"event_key_field\" must be a string, found a number")),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("\"enabled\" must be a boolean, found a string")),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter().all(|m| m.contains(EVENT) && m.contains("\"blocks\"")),
+        "{msgs:?}"
+    );
 
-    let errs = errors(&format!(r#"{{"{EVENT}": {{"blocks": {{"event_key_field": "block.usage_key"}}}}}}"#));
-    assert_eq!(errs[0].to_string(), format!("{EVENT} / topic \"blocks\": missing \"enabled\""));
-    let errs = errors(&format!(r#"{{"{EVENT}": [{{"event_key_field": "block.usage_key", "enabled": true}}]}}"#));
-    assert_eq!(errs[0].to_string(), format!("{EVENT} / topic \"#0\": missing \"topic\""));
-    let errs = errors(&format!(r#"{{"{EVENT}": {{"blocks": {{"event_key_field": "block.usage_key", "enabled": true, "enbled": false}}}}}}"#));
+    let errs = errors(&format!(
+        r#"{{"{EVENT}": {{"blocks": {{"event_key_field": "block.usage_key"}}}}}}"#
+    ));
+    assert_eq!(
+        errs[0].to_string(),
+        format!("{EVENT} / topic \"blocks\": missing \"enabled\"")
+    );
+    let errs = errors(&format!(
+        r#"{{"{EVENT}": [{{"event_key_field": "block.usage_key", "enabled": true}}]}}"#
+    ));
+    assert_eq!(
+        errs[0].to_string(),
+        format!("{EVENT} / topic \"#0\": missing \"topic\"")
+    );
+    let errs = errors(&format!(
+        r#"{{"{EVENT}": {{"blocks": {{"event_key_field": "block.usage_key", "enabled": true, "enbled": false}}}}}}"#
+    ));
     assert!(errs[0].to_string().contains("unknown key \"enbled\""), "{errs:?}");
 }
 
@@ -174,17 +235,24 @@ fn duplicate_topic_in_the_list_shape() {
         r#"{{"{EVENT}": [{{"topic": "blocks", "event_key_field": "block.usage_key", "enabled": true}},
                        {{"topic": "blocks", "event_key_field": "block.usage_key", "enabled": false}}]}}"#
     ));
-    assert_eq!(errs[0].to_string(), format!("{EVENT}: topic \"blocks\" is configured twice"));
+    assert_eq!(
+        errs[0].to_string(),
+        format!("{EVENT}: topic \"blocks\" is configured twice")
+    );
 }
 
 #[test]
 fn illegal_topics() {
     for (topic, why) in [("", "it is empty"), ("a b", "only ASCII letters"), ("..", "reserved")] {
-        let errs = errors(&format!(r#"{{"{EVENT}": {{"{topic}": {{"event_key_field": "block.usage_key", "enabled": true}}}}}}"#));
+        let errs = errors(&format!(
+            r#"{{"{EVENT}": {{"{topic}": {{"event_key_field": "block.usage_key", "enabled": true}}}}}}"#
+        ));
         assert!(errs[0].to_string().contains(why), "{errs:?}");
     }
     let long = "t".repeat(250);
-    let errs = errors(&format!(r#"{{"{EVENT}": {{"{long}": {{"event_key_field": "block.usage_key", "enabled": true}}}}}}"#));
+    let errs = errors(&format!(
+        r#"{{"{EVENT}": {{"{long}": {{"event_key_field": "block.usage_key", "enabled": true}}}}}}"#
+    ));
     assert!(errs[0].to_string().contains("longer than 249"), "{errs:?}");
 }
 
@@ -200,5 +268,8 @@ fn every_problem_is_reported_and_start_is_refused() {
     );
     let err = EventBus::builder().settings(settings).start().unwrap_err().to_string();
     assert!(err.starts_with("invalid producer config (3 problems):"), "{err}");
-    assert!(err.contains("`nope`") && err.contains("\"b b\"") && err.contains("org.openedx.missing.event.v1"), "{err}");
+    assert!(
+        err.contains("`nope`") && err.contains("\"b b\"") && err.contains("org.openedx.missing.event.v1"),
+        "{err}"
+    );
 }

@@ -75,7 +75,9 @@ fn sample() -> AllFields {
         raw: vec![0, 255, 10],
         maybe: None,
         list: vec![1, -1, i64::MAX],
-        map: [("b".to_string(), "2".to_string()), ("a".to_string(), "1".to_string())].into_iter().collect(),
+        map: [("b".to_string(), "2".to_string()), ("a".to_string(), "1".to_string())]
+            .into_iter()
+            .collect(),
         hash: [("x".to_string(), false)].into_iter().collect(),
         btree: [("k".to_string(), 0.25)].into_iter().collect(),
         inner: Inner { label: "one".into() },
@@ -94,7 +96,13 @@ fn sample() -> AllFields {
 fn schema_maps_each_type() {
     let fields = &AllFields::avro_schema().json()["fields"];
     let ty = |name: &str| {
-        fields.as_array().unwrap().iter().find(|f| f["name"] == name).unwrap_or_else(|| panic!("{name}")).clone()
+        fields
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap_or_else(|| panic!("{name}"))
+            .clone()
     };
     assert_eq!(ty("text")["type"], "string");
     assert_eq!(ty("flag")["type"], "boolean");
@@ -103,7 +111,10 @@ fn schema_maps_each_type() {
     assert_eq!(ty("unsigned")["type"], "long");
     assert_eq!(ty("real")["type"], "double");
     assert_eq!(ty("raw")["type"], "bytes");
-    assert_eq!(ty("maybe"), json!({"name": "maybe", "type": ["null", "string"], "default": null}));
+    assert_eq!(
+        ty("maybe"),
+        json!({"name": "maybe", "type": ["null", "string"], "default": null})
+    );
     assert_eq!(ty("list")["type"], json!({"type": "array", "items": "long"}));
     assert_eq!(ty("map")["type"], json!({"type": "map", "values": "string"}));
     assert_eq!(ty("hash")["type"], json!({"type": "map", "values": "boolean"}));
@@ -112,7 +123,11 @@ fn schema_maps_each_type() {
         ty("inner")["type"],
         json!({"name": "Inner", "type": "record", "fields": [{"name": "label", "type": "string"}]})
     );
-    assert_eq!(ty("inners")["type"], json!({"type": "array", "items": "Inner"}), "defined once, then by name");
+    assert_eq!(
+        ty("inners")["type"],
+        json!({"type": "array", "items": "Inner"}),
+        "defined once, then by name"
+    );
     assert_eq!(ty("maybe_inner")["type"], json!(["null", "Inner"]));
     for name in ["when", "id", "course", "usage", "library", "type"] {
         assert_eq!(ty(name)["type"], "string", "{name}");
@@ -176,10 +191,28 @@ fn keys_from_each_scalar_kind() {
     assert_eq!(key("real"), (Some(EventKey::Double(1.5e300)), "double"));
     assert_eq!(key("maybe"), (None, "string"));
     assert_eq!(key("inner.label"), (Some(EventKey::String("one".into())), "string"));
-    assert_eq!(key("maybe_inner.label"), (Some(EventKey::String("three".into())), "string"));
-    assert_eq!(key("when"), (Some(EventKey::String("2026-11-27T13:20:05.364687+00:00".into())), "string"));
-    assert_eq!(key("id"), (Some(EventKey::String("5c5b3c4e-8f5e-11ef-9c3a-0242ac120002".into())), "string"));
-    assert_eq!(key("course"), (Some(EventKey::String("course-v1:edX+DemoX+2026".into())), "string"));
+    assert_eq!(
+        key("maybe_inner.label"),
+        (Some(EventKey::String("three".into())), "string")
+    );
+    assert_eq!(
+        key("when"),
+        (
+            Some(EventKey::String("2026-11-27T13:20:05.364687+00:00".into())),
+            "string"
+        )
+    );
+    assert_eq!(
+        key("id"),
+        (
+            Some(EventKey::String("5c5b3c4e-8f5e-11ef-9c3a-0242ac120002".into())),
+            "string"
+        )
+    );
+    assert_eq!(
+        key("course"),
+        (Some(EventKey::String("course-v1:edX+DemoX+2026".into())), "string")
+    );
     for bad in ["raw", "list", "map", "inner", "inners.label"] {
         assert!(ops.resolve_key(bad).is_err(), "{bad} is not a key");
     }

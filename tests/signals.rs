@@ -33,7 +33,10 @@ fn receivers_run_in_connection_order_and_disconnect() {
     assert_eq!(responses.len(), 3);
     assert_eq!(responses.iter().map(|r| r.receiver).collect::<Vec<_>>(), ids);
     assert!(TestSent::signal().disconnect(ids[1]));
-    assert!(!TestSent::signal().disconnect(ids[1]), "second disconnect finds nothing");
+    assert!(
+        !TestSent::signal().disconnect(ids[1]),
+        "second disconnect finds nothing"
+    );
     TestSent::signal().send_event(TestSent { n: 2 });
     assert_eq!(*calls.lock().unwrap(), ["a1", "b1", "c1", "a2", "c2"]);
     assert_eq!(TestSent::signal().receiver_count(), 2);
@@ -67,7 +70,10 @@ fn strict_send_stops_at_the_first_failure() {
         }
         other => panic!("unexpected {other:?}"),
     }
-    assert!(calls.lock().unwrap().is_empty(), "receivers after the failing one must not run");
+    assert!(
+        calls.lock().unwrap().is_empty(),
+        "receivers after the failing one must not run"
+    );
 }
 
 #[test]

@@ -215,9 +215,18 @@ fn validate(blocks: &[EventBlock]) -> syn::Result<Vec<(TokenStream, bool, Vec<Ch
         for entry in &block.entries {
             let (Some(topic), Some(key_lit), Some(enabled)) = (&entry.topic, &entry.key, &entry.enabled) else {
                 let missing: Vec<&str> = [
-                    entry.topic.is_none().then_some("`topic` (e.g. topic: \"learning-course\")"),
-                    entry.key.is_none().then_some("`event_key_field` (e.g. event_key_field: \"course.course_key\")"),
-                    entry.enabled.is_none().then_some("`enabled` (enabled: true or enabled: false)"),
+                    entry
+                        .topic
+                        .is_none()
+                        .then_some("`topic` (e.g. topic: \"learning-course\")"),
+                    entry
+                        .key
+                        .is_none()
+                        .then_some("`event_key_field` (e.g. event_key_field: \"course.course_key\")"),
+                    entry
+                        .enabled
+                        .is_none()
+                        .then_some("`enabled` (enabled: true or enabled: false)"),
                 ]
                 .into_iter()
                 .flatten()

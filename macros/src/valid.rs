@@ -38,7 +38,10 @@ pub fn event_type(lit: &LitStr) -> syn::Result<String> {
 
 /// The hidden alias name the event attribute emits for a type string.
 pub fn alias_name(event_type: &str) -> String {
-    format!("__openedx_event__{}", event_type.replace('.', "__").replace('-', "_x2d_"))
+    format!(
+        "__openedx_event__{}",
+        event_type.replace('.', "__").replace('-', "_x2d_")
+    )
 }
 
 /// Kafka's topic-name rules.
