@@ -248,7 +248,11 @@ fn producer_errors_never_reach_the_sender_and_logs_hold_no_data() {
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("failed to produce event"), "{logs}");
-    assert!(logs.contains("event bus started") && logs.contains("producer=\"failing\"") || logs.contains("producer=failing"), "start-up names the producer: {logs}");
+    assert!(
+        logs.contains("event bus started") && logs.contains("producer=\"failing\"")
+            || logs.contains("producer=failing"),
+        "start-up names the producer: {logs}"
+    );
     assert!(
         logs.contains("event_type=\"org.openedx.learning.test_cert.granted.v1\"")
             || logs.contains("event_type=org.openedx.learning.test_cert.granted.v1"),
@@ -324,7 +328,9 @@ fn catalog_events_are_found_by_type_string() {
         .start()
         .unwrap();
     let usage_key: openedx_events::keys::UsageKey =
-        "block-v1:edX+DemoX+Demo_Course+type@video+block@0b9e39477cf34507a7a48f74be381fdd".parse().unwrap();
+        "block-v1:edX+DemoX+Demo_Course+type@video+block@0b9e39477cf34507a7a48f74be381fdd"
+            .parse()
+            .unwrap();
     XBlockPublished::signal().send_event(XBlockPublished {
         xblock_info: XBlockData {
             usage_key: usage_key.clone(),
