@@ -23,10 +23,55 @@ pub struct InvalidKey {
     expected: &'static str,
 }
 
+/// ASCII bytes allowed in a key part: letters, digits and `_-~.:%@`.
+const PART_BYTES: [bool; 128] = {
+    let mut table = [false; 128];
+    let mut b = 0;
+    while b < 128 {
+        table[b] =
+            (b as u8).is_ascii_alphanumeric() || matches!(b as u8, b'_' | b'-' | b'~' | b'.' | b':' | b'%' | b'@');
+        b += 1;
+    }
+    table
+};
+
 fn part_ok(p: &str) -> bool {
+    let allowed = |c: char| c.is_alphanumeric() || matches!(c, '_' | '-' | '~' | '.' | ':' | '%' | '@');
+    // Keys are ASCII in practice: a table look-up per byte then, chars otherwise.
     !p.is_empty()
-        && p.chars()
-            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '~' | '.' | ':' | '%' | '@'))
+        && if p.is_ascii() {
+            p.bytes().all(|b| PART_BYTES[usize::from(b)])
+        } else {
+            p.chars().all(allowed)
+        }
+}
+
+/// Calls `each` with every `+`-separated part of `s` and tells whether all parts are
+/// valid (non-empty, allowed characters). ASCII keys are checked in one pass over the bytes.
+fn plus_parts_ok<'a>(s: &'a str, mut each: impl FnMut(&'a str)) -> bool {
+    if !s.is_ascii() {
+        return s.split('+').all(|p| {
+            each(p);
+            part_ok(p)
+        });
+    }
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        if b == b'+' {
+            if i == start {
+                return false;
+            }
+            each(&s[start..i]);
+            start = i + 1;
+        } else if !PART_BYTES[usize::from(b)] {
+            return false;
+        }
+    }
+    if start == s.len() {
+        return false;
+    }
+    each(&s[start..]);
+    true
 }
 
 /// `course-v1:org+course+run`-style: prefix, then `n` or more `+`-separated parts.
@@ -34,8 +79,8 @@ fn plus_parts(value: &str, prefix: &str, min: usize, max: usize) -> bool {
     value
         .strip_prefix(prefix)
         .map(|rest| {
-            let parts: Vec<&str> = rest.split('+').collect();
-            (min..=max).contains(&parts.len()) && parts.iter().all(|p| part_ok(p))
+            let mut n = 0;
+            plus_parts_ok(rest, |_| n += 1) && (min..=max).contains(&n)
         })
         .unwrap_or(false)
 }
@@ -59,13 +104,15 @@ fn colon_parts(value: &str, prefix: &str, n: usize) -> bool {
 fn block_key(value: &str, prefix: &str) -> bool {
     // block-v1:org+course+run+type@video+block@id (a branch/version part may come between)
     value.strip_prefix(prefix).is_some_and(|rest| {
-        let parts: Vec<&str> = rest.split('+').collect();
-        parts.len() >= 5
-            && parts.iter().all(|p| part_ok(p))
-            && parts.iter().any(|p| p.starts_with("type@"))
-            && parts
-                .last()
-                .is_some_and(|p| p.starts_with("block@") && p.len() > "block@".len())
+        let (mut n, mut typed, mut last) = (0, false, "");
+        plus_parts_ok(rest, |p| {
+            n += 1;
+            typed |= p.starts_with("type@");
+            last = p;
+        }) && n >= 5
+            && typed
+            && last.starts_with("block@")
+            && last.len() > "block@".len()
     })
 }
 
