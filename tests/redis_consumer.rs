@@ -640,3 +640,36 @@ async fn consumer_reconnects_after_a_server_restart() {
     assert_eq!(order, (0..100).collect::<Vec<_>>(), "{stats:?}");
     drop(server);
 }
+
+/// The stream (and so its groups) is deleted while the consumer runs: it sets the group up
+/// again and reads what is produced next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_sets_its_group_up_again_when_the_stream_is_deleted() {
+    let url = url();
+    let stream = unique("deleted");
+    let mut cleanup = Cleanup::new(&url, &[&stream]);
+    let seen = record_received::<XBlockPublished>();
+    produce_xblocks(&url, &stream, 0..3).await;
+    let mut o = options();
+    o.max_count = Some(6);
+    let consumer = RedisConsumer::new(&url, &stream, unique("g"), "c1", o).unwrap();
+    cleanup.add(consumer.dead_letter_stream());
+    let run = tokio::spawn(consumer.run(never()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while seen.lock().unwrap().len() < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "first events not consumed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut conn = connect(&url);
+    let _: () = redis::cmd("DEL").arg(&stream).query(&mut conn).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    produce_xblocks(&url, &stream, 3..6).await;
+    let stats = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(stats.succeeded, 6);
+    let order: Vec<usize> = seen.lock().unwrap().iter().map(|(_, d, _)| index_of(d)).collect();
+    assert_eq!(order, [0, 1, 2, 3, 4, 5]);
+}

@@ -27,6 +27,8 @@
 //! while consumers were down are read. [`RedisConsumerOptions::reset_to`] moves an
 //! existing group (`XGROUP SETID`), to replay from a message id or skip to the end.
 //!
+//! Needs Redis 6.2 or later (`XPENDING ... IDLE`, exclusive ranges).
+//!
 //! # Shutdown
 //!
 //! When the shutdown future completes, the consumer finishes the message in hand,
@@ -362,6 +364,12 @@ impl Run<'_> {
                     self.redis_budget.success();
                 }
                 Err(StepError::Fatal(e)) => return Err(e),
+                Err(StepError::Lost(e)) if e.code() == Some("NOGROUP") => {
+                    // The stream or the group was deleted meanwhile: set it up again.
+                    tracing::warn!(topic = %self.c.topic, group = %self.c.group, error = %e, "consumer group gone; creating it again");
+                    self.group_ready = false;
+                    self.redis_budget.failure(&e.to_string())?;
+                }
                 Err(StepError::Lost(e)) => {
                     tracing::warn!(
                         topic = %self.c.topic,
