@@ -12,7 +12,8 @@
 //!
 //! Run: `cargo bench -p openedx-events --bench redis`. `REDIS_URL` (default
 //! `redis://127.0.0.1:6379/`), `OEV_BENCH_N` (default 200000 events for ours and
-//! redis-benchmark), `OEV_BENCH_PY_N` (default 5000 for Python), `OEV_PYTHON` (else the venv).
+//! redis-benchmark), `OEV_BENCH_PY_N` (default 5000 for Python), `OEV_PYTHON` (else the venv),
+//! `OEV_BENCH_ONLY=consumer` (the consumer part alone, on `OEV_BENCH_N` events).
 
 #[path = "../tests/redis_support/mod.rs"]
 mod redis_support;
@@ -207,6 +208,11 @@ fn main() {
         .build()
         .unwrap();
     let mut cleanup = Cleanup::new(&url, &[]);
+    if std::env::var("OEV_BENCH_ONLY").as_deref() == Ok("consumer") {
+        let consumed = consumer(&rt, &url, n, &mut cleanup);
+        println!("redis consumer (XREADGROUP 500 -> decode -> signal -> XACK): {consumed:>10.0} events/s");
+        return;
+    }
 
     let mut rates = Vec::new();
     let mut stream = String::new();
