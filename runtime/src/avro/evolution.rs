@@ -19,7 +19,7 @@ use serde_json::Value;
 use crate::event::registry;
 
 /// Which schema reads and which one wrote the data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Direction {
     /// The current schema reads data written with the committed one (new consumers, data
     /// from old producers).
@@ -671,12 +671,10 @@ impl Resolve<'_> {
                             ..
                         },
                         Node::Enum { symbols: ws, .. },
-                    ) => {
-                        if !has_default {
-                            for symbol in ws.iter().filter(|s| !rs.contains(s)) {
-                                let problem = Problem::EnumSymbolMissing { symbol: symbol.clone() };
-                                self.push(path, problem);
-                            }
+                    ) if !has_default => {
+                        for symbol in ws.iter().filter(|s| !rs.contains(s)) {
+                            let problem = Problem::EnumSymbolMissing { symbol: symbol.clone() };
+                            self.push(path, problem);
                         }
                     }
                     (Node::Fixed { size: rs, .. }, Node::Fixed { size: ws, .. }) if rs != ws => {
