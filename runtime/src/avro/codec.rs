@@ -103,8 +103,45 @@ pub fn encode<E: OpenEdxEvent>(event: &E) -> Result<Vec<u8>, EncodeError> {
 /// the input's length (block counts and lengths are checked against the bytes present).
 pub fn decode<E: OpenEdxEvent>(bytes: &[u8]) -> Result<E, DecodeError> {
     let schema = E::avro_schema();
-    let mut config = DeserializerConfig::new(schema.parsed());
-    config.max_seq_size = schema.max_seq_size(bytes.len());
+    decode_datum(bytes, schema.parsed(), schema.max_seq_size(bytes.len()))
+}
+
+/// Decodes event data written with another schema of the event, the writer's (e.g. one
+/// fetched from a Schema Registry): record fields are matched by name, fields `E` lacks
+/// are skipped, and optional fields the writer lacks are `None`. Same guarantees as
+/// [`decode`].
+///
+/// ```
+/// use openedx_events::{avro, openedx_event};
+/// /// Example.
+/// #[openedx_event("org.openedx.learning.example.resolved.v1")]
+/// #[derive(Clone, Debug, PartialEq)]
+/// pub struct Resolved {
+///     /// A count.
+///     pub n: i64,
+///     /// A note, added later.
+///     pub note: Option<String>,
+/// }
+/// let old: serde_avro_fast::Schema = r#"{"type": "record", "name": "CloudEvent", "fields": [
+///     {"name": "legacy", "type": "string"}, {"name": "n", "type": "long"}]}"#.parse().unwrap();
+/// let event: Resolved = avro::decode_with_writer_schema(&[2, b'x', 6], &old).unwrap();
+/// assert_eq!(event, Resolved { n: 3, note: None });
+/// ```
+pub fn decode_with_writer_schema<E: OpenEdxEvent>(
+    bytes: &[u8],
+    writer: &serde_avro_fast::Schema,
+) -> Result<E, DecodeError> {
+    // The writer's schema is not ours: it may hold arrays of zero-byte values.
+    decode_datum(bytes, writer, bytes.len().max(super::schema::ZERO_SIZE_SEQ_LIMIT))
+}
+
+fn decode_datum<E: OpenEdxEvent>(
+    bytes: &[u8],
+    schema: &serde_avro_fast::Schema,
+    max_seq_size: usize,
+) -> Result<E, DecodeError> {
+    let mut config = DeserializerConfig::new(schema);
+    config.max_seq_size = max_seq_size;
     let mut state = DeserializerState::with_config(SliceRead::new(bytes), config);
     let event = E::deserialize(state.deserializer()).map_err(|source| DecodeError::Avro {
         event_type: E::EVENT_TYPE,

@@ -15,7 +15,7 @@ mod files;
 pub mod json_text;
 mod schema;
 
-pub use codec::{decode, encode, encode_into, DecodeError, EncodeError};
+pub use codec::{decode, decode_with_writer_schema, encode, encode_into, DecodeError, EncodeError};
 pub use evolution::{
     assert_compatible, check_compatibility, schema_mismatches, Direction, Incompatibility, Mismatch, Problem,
 };

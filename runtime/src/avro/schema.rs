@@ -152,7 +152,7 @@ impl EventSchema {
 }
 
 /// The longest array of zero-byte values a datum may hold.
-const ZERO_SIZE_SEQ_LIMIT: usize = 1 << 20;
+pub(crate) const ZERO_SIZE_SEQ_LIMIT: usize = 1 << 20;
 
 const PRIMITIVES: [&str; 8] = ["null", "boolean", "int", "long", "float", "double", "bytes", "string"];
 
