@@ -13,9 +13,9 @@ use crate::event::AnyEvent;
 use crate::key::EventKey;
 use crate::metadata::EventMetadata;
 
-pub mod memory;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;
 
