@@ -58,7 +58,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionLike, MultiplexedConnection};
-use ::redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisError, Value};
+use ::redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisError, RedisWrite, Value};
 use futures::future::BoxFuture;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -442,33 +442,45 @@ impl RedisProducer {
 
     /// Builds the `XADD` command of a record (encodes the data).
     pub fn xadd_command(record: &ProducerRecord, stream_max_len: usize) -> Result<Cmd, ProduceError> {
-        let mut data = Vec::with_capacity(256);
-        record.data.encode_avro(&mut data)?;
-        let m = &record.metadata;
-        let mut id = uuid::Uuid::encode_buffer();
-        let mut cmd = ::redis::cmd("XADD");
-        cmd.arg(&*record.topic);
-        if stream_max_len > 0 {
-            cmd.arg("MAXLEN").arg("~").arg(stream_max_len);
+        thread_local! {
+            // Avro scratch space, reused by every event sent from this thread.
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        cmd.arg("*")
-            .arg("type")
-            .arg(m.event_type)
-            .arg("id")
-            .arg(&*m.id.hyphenated().encode_lower(&mut id))
-            .arg("source")
-            .arg(&*m.source)
-            .arg("time")
-            .arg(m.time_string())
-            .arg("minorversion")
-            .arg(m.minorversion)
-            .arg("sourcehost")
-            .arg(&*m.sourcehost)
-            .arg("sourcelib")
-            .arg(m.sourcelib.to_string())
-            .arg("event_data")
-            .arg(data);
-        Ok(cmd)
+        SCRATCH.with_borrow_mut(|data| {
+            data.clear();
+            record.data.encode_avro(data)?;
+            let m = &record.metadata;
+            let mut cmd = Cmd::with_capacity(
+                22,
+                record.topic.len() + data.len() + m.source.len() + m.sourcehost.len() + 200,
+            );
+            cmd.arg("XADD").arg(&*record.topic);
+            if stream_max_len > 0 {
+                cmd.arg("MAXLEN").arg("~").arg(stream_max_len);
+            }
+            let mut id = uuid::Uuid::encode_buffer();
+            let mut time = [0; crate::time::ISO_LEN];
+            cmd.arg("*")
+                .arg("type")
+                .arg(m.event_type)
+                .arg("id")
+                .arg(&*m.id.hyphenated().encode_lower(&mut id))
+                .arg("source")
+                .arg(&*m.source)
+                .arg("time");
+            match crate::time::format_into(&m.time, &mut time) {
+                Some(t) => cmd.arg(t),
+                None => cmd.arg(m.time_string()),
+            };
+            cmd.arg("minorversion")
+                .arg(m.minorversion)
+                .arg("sourcehost")
+                .arg(&*m.sourcehost)
+                .arg("sourcelib");
+            cmd.write_arg_fmt(&m.sourcelib);
+            cmd.arg("event_data").arg(&data[..]);
+            Ok(cmd)
+        })
     }
 
     /// Takes one buffer slot, by the policy of the module documentation.
