@@ -292,4 +292,17 @@ mod tests {
             "invalid library locator: \"lib:org\" (expected lib:ORG:SLUG)"
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn plus_parts_ok_agrees_with_a_plain_split(s in "[a-zA-Z0-9_@:.+ é/-]{0,40}") {
+            let mut got = Vec::new();
+            let ok = plus_parts_ok(&s, |p| got.push(p));
+            let want_ok = s.split('+').all(part_ok);
+            proptest::prop_assert_eq!(ok, want_ok, "{:?}", s);
+            if ok {
+                proptest::prop_assert_eq!(got, s.split('+').collect::<Vec<_>>());
+            }
+        }
+    }
 }
