@@ -426,3 +426,28 @@ fn start_needs_a_runtime_and_a_url() {
         .unwrap_err();
     assert!(err.to_string().contains("EVENT_BUS_REDIS_CONNECTION_URL"), "{err}");
 }
+
+/// Once the runtime that ran the producer is gone, a full buffer fails at once with
+/// `Closed` (no slot can free up) instead of waiting or panicking.
+#[test]
+fn full_buffer_after_the_runtime_is_gone_is_closed() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let port = redis_support::free_port();
+    let mut c = config(&format!("redis://127.0.0.1:{port}/"));
+    c.buffer_capacity = 1;
+    c.buffer_full_wait = Duration::from_secs(30);
+    let p = {
+        let _guard = rt.enter();
+        RedisProducer::start(c).unwrap()
+    };
+    let stream = unique("gone");
+    p.produce(record(&stream, 0)).unwrap();
+    drop(rt);
+    let t = Instant::now();
+    assert!(matches!(p.produce(record(&stream, 1)), Err(ProduceError::Closed)));
+    assert!(t.elapsed() < Duration::from_secs(5));
+}

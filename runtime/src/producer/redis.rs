@@ -493,6 +493,16 @@ impl RedisProducer {
         if Handle::try_current().is_ok() || wait.is_zero() {
             return Err(ProduceError::BufferFull { waited: Duration::ZERO });
         }
+        let task_ended = self
+            .task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_none_or(|t| t.is_finished());
+        if task_ended {
+            // Shut down, or its runtime is gone: no slot will ever free up.
+            return Err(ProduceError::Closed);
+        }
         let acquired = self
             .handle
             .block_on(async { tokio::time::timeout(wait, self.shared.slots.acquire()).await });
