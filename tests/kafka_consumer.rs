@@ -29,6 +29,9 @@ use registry_support::RegistryHandle;
 
 const TOPIC: &str = "xblock-lifecycle";
 
+/// Headers and value of a message written with plain rdkafka.
+type RawMessage<'a> = (Vec<(&'a str, &'a str)>, Vec<u8>);
+
 struct Fixture {
     env: KafkaEnv,
     registry: RegistryHandle,
@@ -88,7 +91,7 @@ impl Fixture {
         out
     }
 
-    async fn produce_raw(&self, messages: Vec<(Vec<(&str, &str)>, Vec<u8>)>) {
+    async fn produce_raw(&self, messages: Vec<RawMessage<'_>>) {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", self.env.bootstrap())
             .create()
@@ -425,4 +428,51 @@ async fn replay_from_timestamp_and_from_offsets_then_go_on() {
     let stats = f.consumer(&group, run(None, 1)).run(bounded()).await.unwrap();
     assert_eq!(stats.handled, 1);
     assert_eq!(received.lock().unwrap()[0].0.id, batch4[0].id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumes_every_message_of_a_busy_topic_in_order_per_key() {
+    // 8000 events over 8 keys: even all in one partition, under the mock cluster's 5 MB per partition.
+    const N: usize = 8_000;
+    let f = Fixture::new(3);
+    let received = collect();
+    let producer = KafkaProducer::from_settings(&f.settings()).unwrap();
+    for i in 0..N {
+        let ev = event(i % 8, &i.to_string());
+        producer
+            .produce(ProducerRecord {
+                topic: f.topic.as_str().into(),
+                key: Some(EventKey::String(ev.xblock_info.usage_key.to_string())),
+                key_field: Some(KeyFieldInfo {
+                    name: "usage_key",
+                    avro_type: "string",
+                }),
+                metadata: EventMetadata::generate(XBlockPublished::EVENT_TYPE, 0),
+                data: Arc::new(ev),
+            })
+            .unwrap();
+    }
+    producer.shutdown(Duration::from_secs(60)).await.unwrap();
+    let options = KafkaConsumerOptions {
+        max_messages: Some(N as u64),
+        ..Default::default()
+    };
+    let group = unique("g");
+    let stats = f.consumer(&group, options).run(bounded()).await.unwrap();
+    assert_eq!((stats.handled, stats.dead_lettered), (N as u64, 0));
+    let got = received.lock().unwrap();
+    assert_eq!(got.len(), N);
+    let mut per_key: HashMap<String, Vec<usize>> = HashMap::new();
+    for (_, ev, _) in got.iter() {
+        per_key
+            .entry(ev.xblock_info.usage_key.to_string())
+            .or_default()
+            .push(ev.xblock_info.block_type.parse().unwrap());
+    }
+    assert_eq!(per_key.len(), 8);
+    assert!(
+        per_key.values().all(|s| s.windows(2).all(|w| w[0] < w[1])),
+        "in order per key"
+    );
+    assert_eq!(f.committed(&group, 3), N as i64);
 }

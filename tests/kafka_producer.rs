@@ -283,7 +283,9 @@ async fn delivery_failure_is_reported_and_logged_without_data() {
     let prefix = unique("down");
     let topic = format!("{prefix}-xblock-lifecycle");
     env.create_topic(&topic, 1);
-    let settings = settings(&env, registry.url(), &prefix).with("EVENT_BUS_KAFKA_CONFIG_MESSAGE_TIMEOUT_MS", "2000");
+    let settings = settings(&env, registry.url(), &prefix)
+        .with("EVENT_BUS_KAFKA_CONFIG_MESSAGE_TIMEOUT_MS", "2000")
+        .with("EVENT_BUS_KAFKA_CONFIG_RECONNECT_BACKOFF_MAX_MS", "200");
     let producer = KafkaProducer::from_settings(&settings).unwrap();
 
     producer.produce(record(&topic, event(0, "first"))).unwrap();
@@ -320,6 +322,8 @@ async fn delivery_failure_is_reported_and_logged_without_data() {
     for b in 1..=3 {
         cluster.broker_up(b).unwrap();
     }
+    // Give the client a moment to reconnect before the 2 s message timeout starts.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     producer.produce(record(&topic, event(1, "after"))).unwrap();
     producer
         .shutdown(Duration::from_secs(30))

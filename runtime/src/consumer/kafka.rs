@@ -30,6 +30,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message};
@@ -124,7 +125,14 @@ struct ReplayContext {
     pending: Mutex<HashMap<i32, Offset>>,
 }
 
-impl ClientContext for ReplayContext {}
+impl ClientContext for ReplayContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        crate::producer::kafka::forward_log(level, fac, message);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::error!(topic = %self.topic, error = %error, reason, "librdkafka error");
+    }
+}
 
 impl ConsumerContext for ReplayContext {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {

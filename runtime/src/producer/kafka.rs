@@ -28,12 +28,12 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use rdkafka::config::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 use serde_json::Value;
-use uuid::Uuid;
 
 use super::{KeyFieldInfo, ProduceError, Producer, ProducerRecord};
 use crate::key::EventKey;
@@ -124,10 +124,23 @@ pub struct KafkaProducerStats {
     pub parked: u64,
 }
 
+/// A value alone on its cache line: the sending threads count accepted events and
+/// the polling thread delivered ones, without sharing a line.
+#[derive(Default)]
+#[repr(align(128))]
+struct Padded<T>(T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 #[derive(Default)]
 struct Counters {
-    accepted: AtomicU64,
-    delivered: AtomicU64,
+    accepted: Padded<AtomicU64>,
+    delivered: Padded<AtomicU64>,
     failed: AtomicU64,
     rejected: AtomicU64,
     parked: AtomicUsize,
@@ -140,33 +153,54 @@ impl Counters {
     }
 }
 
-/// What the delivery callback needs to log a failure (never the data).
-struct DeliveryInfo {
-    event_type: &'static str,
-    topic: Arc<str>,
-    event_id: Uuid,
-}
-
 struct DeliveryContext {
     counters: Arc<Counters>,
 }
 
-impl ClientContext for DeliveryContext {}
+impl ClientContext for DeliveryContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        forward_log(level, fac, message);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::error!(error = %error, reason, "librdkafka error");
+    }
+}
+
+/// Sends librdkafka's log lines to `tracing` (target `librdkafka`).
+pub(crate) fn forward_log(level: RDKafkaLogLevel, fac: &str, message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+            tracing::error!(target: "librdkafka", fac, "{message}")
+        }
+        RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", fac, "{message}"),
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => tracing::info!(target: "librdkafka", fac, "{message}"),
+        RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", fac, "{message}"),
+    }
+}
 
 impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = Box<DeliveryInfo>;
+    type DeliveryOpaque = ();
 
-    fn delivery(&self, result: &DeliveryResult<'_>, info: Box<DeliveryInfo>) {
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         match result {
             Ok(_) => {
                 self.counters.delivered.fetch_add(1, Ordering::AcqRel);
             }
-            Err((error, _)) => {
+            Err((error, message)) => {
                 self.counters.failed.fetch_add(1, Ordering::AcqRel);
+                // What to log is read back from the message's headers: never the data.
+                let header = |name: &str| {
+                    message
+                        .headers()
+                        .and_then(|h| h.iter().find(|h| h.key == name))
+                        .and_then(|h| h.value)
+                        .and_then(|v| std::str::from_utf8(v).ok())
+                        .unwrap_or_default()
+                };
                 tracing::error!(
-                    event_type = info.event_type,
-                    topic = &*info.topic,
-                    event_id = %info.event_id,
+                    event_type = header("ce_type"),
+                    topic = message.topic(),
+                    event_id = header("ce_id"),
                     error = %error,
                     "kafka delivery failed"
                 );
@@ -184,6 +218,8 @@ struct RouteIds {
 }
 
 struct RouteState {
+    /// The id of the producer this route belongs to (for the per-thread cache).
+    owner: u64,
     topic: Arc<str>,
     event_type: &'static str,
     key_field: Option<KeyFieldInfo>,
@@ -194,6 +230,8 @@ struct RouteState {
 }
 
 struct Inner {
+    /// Unique among the producers of the process.
+    id: u64,
     producer: ThreadedProducer<DeliveryContext>,
     counters: Arc<Counters>,
     routes: RwLock<HashMap<RouteKey, Arc<RouteState>>>,
@@ -264,7 +302,9 @@ impl KafkaProducer {
             counters: counters.clone(),
         })?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let inner = Arc::new(Inner {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             producer,
             counters,
             routes: RwLock::default(),
@@ -294,6 +334,27 @@ impl KafkaProducer {
     }
 
     fn route(&self, record: &ProducerRecord) -> Arc<RouteState> {
+        // Most events of a thread go to the route of the one before: skip the map then.
+        let cached = LAST_ROUTE.with(|last| {
+            let last = last.borrow();
+            last.as_ref()
+                .filter(|r| {
+                    r.owner == self.inner.id
+                        && r.event_type == record.metadata.event_type
+                        && r.key_field == record.key_field
+                        && (Arc::ptr_eq(&r.topic, &record.topic) || r.topic == record.topic)
+                })
+                .cloned()
+        });
+        if let Some(route) = cached {
+            return route;
+        }
+        let route = self.lookup_route(record);
+        LAST_ROUTE.with(|last| *last.borrow_mut() = Some(route.clone()));
+        route
+    }
+
+    fn lookup_route(&self, record: &ProducerRecord) -> Arc<RouteState> {
         let key: RouteKey = (
             record.topic.clone(),
             record.metadata.event_type,
@@ -307,6 +368,7 @@ impl KafkaProducer {
             .entry(key)
             .or_insert_with(|| {
                 Arc::new(RouteState {
+                    owner: self.inner.id,
                     topic: record.topic.clone(),
                     event_type: record.metadata.event_type,
                     key_field: record.key_field,
@@ -454,62 +516,85 @@ fn find_field_entry(schema: &Value, name: &str) -> Option<Value> {
     }
 }
 
-fn key_schema_for(avro_type: &str) -> Option<&'static serde_avro_fast::Schema> {
-    static SCHEMAS: OnceLock<Vec<(&'static str, serde_avro_fast::Schema)>> = OnceLock::new();
-    let all = SCHEMAS.get_or_init(|| {
-        ["string", "long", "boolean", "double"]
-            .into_iter()
-            .map(|t| (t, format!("\"{t}\"").parse().expect("primitive schema")))
-            .collect()
-    });
-    all.iter().find(|(t, _)| *t == avro_type).map(|(_, s)| s)
+/// Appends an Avro `long` (zig-zag, variable length).
+fn put_long(n: i64, out: &mut Vec<u8>) {
+    let mut v = ((n << 1) ^ (n >> 63)) as u64;
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
 }
 
-/// Writes a key as a framed Avro primitive.
-fn encode_key(key: &EventKey, id: u32, out: &mut Vec<u8>) -> Result<(), String> {
+/// Writes a key as a framed Avro primitive (the key schema is a primitive field entry).
+fn encode_key(key: &EventKey, id: u32, out: &mut Vec<u8>) {
     out.extend_from_slice(&schema_registry::frame_header(id));
-    let schema = key_schema_for(key.avro_type()).ok_or("unsupported key type")?;
-    let mut config = serde_avro_fast::ser::SerializerConfig::new(schema);
-    let buf = std::mem::take(out);
-    let result = match key {
-        EventKey::String(s) => serde_avro_fast::to_datum(s, buf, &mut config),
-        EventKey::Long(n) => serde_avro_fast::to_datum(n, buf, &mut config),
-        EventKey::Boolean(b) => serde_avro_fast::to_datum(b, buf, &mut config),
-        EventKey::Double(d) => serde_avro_fast::to_datum(d, buf, &mut config),
-    };
-    *out = result.map_err(|e| e.to_string())?;
-    Ok(())
+    match key {
+        EventKey::String(s) => {
+            put_long(s.len() as i64, out);
+            out.extend_from_slice(s.as_bytes());
+        }
+        EventKey::Long(n) => put_long(*n, out),
+        EventKey::Boolean(b) => out.push(u8::from(*b)),
+        EventKey::Double(d) => out.extend_from_slice(&d.to_le_bytes()),
+    }
 }
 
 /// The headers of the spec, in the order edx-event-bus-kafka writes them.
 pub fn headers_for(metadata: &EventMetadata) -> OwnedHeaders {
-    let id = metadata.id.hyphenated().to_string();
-    let time = metadata.time_string();
-    let minor = metadata.minorversion.to_string();
-    let sourcelib = metadata.sourcelib.to_string();
-    let pairs: [(&str, &str); 10] = [
-        ("ce_specversion", "1.0"),
-        ("content-type", "application/avro"),
-        ("ce_datacontenttype", "application/avro"),
-        ("ce_type", metadata.event_type),
-        ("ce_id", &id),
-        ("ce_source", &metadata.source),
-        ("ce_time", &time),
-        ("ce_minorversion", &minor),
-        ("sourcehost", &metadata.sourcehost),
-        ("sourcelib", &sourcelib),
-    ];
-    let mut headers = OwnedHeaders::new_with_capacity(pairs.len());
-    for (key, value) in pairs {
-        headers = headers.insert(Header {
-            key,
-            value: Some(value.as_bytes()),
-        });
-    }
-    headers
+    const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    let mut id_buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let id = metadata.id.hyphenated().encode_lower(&mut id_buf);
+    let mut time_buf = [0u8; crate::time::ISO_LEN];
+    let time_owned;
+    let time = match crate::time::format_into(&metadata.time, &mut time_buf) {
+        Some(t) => t,
+        None => {
+            time_owned = metadata.time_string();
+            &time_owned
+        }
+    };
+    let minor_owned;
+    let minor = match DIGITS.get(metadata.minorversion as usize) {
+        Some(d) => *d,
+        None => {
+            minor_owned = metadata.minorversion.to_string();
+            &minor_owned
+        }
+    };
+    SOURCELIB.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.as_ref().is_none_or(|(lib, _)| *lib != metadata.sourcelib) {
+            *cache = Some((metadata.sourcelib.clone(), metadata.sourcelib.to_string()));
+        }
+        let sourcelib = cache.as_ref().map(|(_, s)| s.as_str()).unwrap_or_default();
+        let pairs: [(&str, &str); 10] = [
+            ("ce_specversion", "1.0"),
+            ("content-type", "application/avro"),
+            ("ce_datacontenttype", "application/avro"),
+            ("ce_type", metadata.event_type),
+            ("ce_id", id),
+            ("ce_source", &metadata.source),
+            ("ce_time", time),
+            ("ce_minorversion", minor),
+            ("sourcehost", &metadata.sourcehost),
+            ("sourcelib", sourcelib),
+        ];
+        let mut headers = OwnedHeaders::new_with_capacity(pairs.len());
+        for (key, value) in pairs {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value.as_bytes()),
+            });
+        }
+        headers
+    })
 }
 
 thread_local! {
+    static SOURCELIB: std::cell::RefCell<Option<(crate::metadata::SourceLib, String)>> = const { std::cell::RefCell::new(None) };
+    /// The route of the last event produced from this thread.
+    static LAST_ROUTE: std::cell::RefCell<Option<Arc<RouteState>>> = const { std::cell::RefCell::new(None) };
     static BUFFERS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
@@ -528,20 +613,12 @@ impl Inner {
             }
             let has_key = match (&record.key, ids.key_id) {
                 (Some(key), Some(id)) => {
-                    if let Err(e) = encode_key(key, id, key_buf) {
-                        self.counters.rejected.fetch_add(1, Ordering::Relaxed);
-                        return Err(backend_error(format!("cannot encode key: {e}")));
-                    }
+                    encode_key(key, id, key_buf);
                     true
                 }
                 _ => false,
             };
-            let info = Box::new(DeliveryInfo {
-                event_type: record.metadata.event_type,
-                topic: record.topic.clone(),
-                event_id: record.metadata.id,
-            });
-            let mut base = BaseRecord::with_opaque_to(&record.topic, info)
+            let mut base = BaseRecord::to(&record.topic)
                 .payload(&value_buf[..])
                 .headers(headers_for(&record.metadata));
             if has_key {
@@ -780,10 +857,23 @@ mod tests {
     #[test]
     fn key_encoding_is_framed_avro() {
         let mut out = Vec::new();
-        encode_key(&EventKey::String("ab".into()), 3, &mut out).unwrap();
+        encode_key(&EventKey::String("ab".into()), 3, &mut out);
         assert_eq!(out, [0, 0, 0, 0, 3, 4, b'a', b'b']);
         out.clear();
-        encode_key(&EventKey::Long(-1), 1, &mut out).unwrap();
+        encode_key(&EventKey::Long(-1), 1, &mut out);
         assert_eq!(out, [0, 0, 0, 0, 1, 1]);
+        out.clear();
+        encode_key(&EventKey::Long(-65), 1, &mut out);
+        assert_eq!(out, [0, 0, 0, 0, 1, 0x81, 0x01]);
+        out.clear();
+        encode_key(&EventKey::Long(i64::MIN), 1, &mut out);
+        assert_eq!(&out[5..], [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
+        // Same bytes as the Avro codec writes for the primitive.
+        let schema: serde_avro_fast::Schema = "\"string\"".parse().unwrap();
+        let s = "é".repeat(100);
+        out.clear();
+        encode_key(&EventKey::String(s.clone()), 0, &mut out);
+        let mut config = serde_avro_fast::ser::SerializerConfig::new(&schema);
+        assert_eq!(out[5..], serde_avro_fast::to_datum_vec(&s, &mut config).unwrap());
     }
 }
