@@ -422,3 +422,32 @@ async fn events_wait_for_a_registry_that_comes_up_late() {
     }
     assert_eq!(registry.subjects().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemas_are_registered_at_start_up() {
+    let env = KafkaEnv::start();
+    let registry = RegistryHandle::start();
+    let prefix = unique("prep");
+    let topic = format!("{prefix}-xblock-lifecycle");
+    env.create_topic(&topic, 1);
+    let bus = start_bus(settings(&env, registry.url(), &prefix));
+    let value_subject = format!("{topic}-{XBLOCK_PUBLISHED}.CloudEvent");
+    let key_subject = format!("{topic}-string");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while registry.subjects().len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let subjects = registry.subjects();
+    assert!(
+        subjects.contains_key(&value_subject) && subjects.contains_key(&key_subject),
+        "registered before any event: {subjects:?}"
+    );
+    XBlockPublished::signal().send_event(event(1, "after start"));
+    bus.shutdown(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(env.read_all(&topic, 1, Duration::from_secs(20)).len(), 1);
+    assert_eq!(
+        registry.requests(&format!("POST /subjects/{value_subject}/versions")),
+        1
+    );
+    assert_eq!(registry.requests(&format!("POST /subjects/{key_subject}/versions")), 1);
+}

@@ -269,6 +269,20 @@ impl EventBusBuilder {
                 None => by_event.push((ops, vec![handler_route])),
             }
         }
+        let infos: Vec<crate::producer::RouteInfo> = by_event
+            .iter()
+            .flat_map(|(ops, list)| {
+                list.iter().map(move |r| crate::producer::RouteInfo {
+                    event_type: ops.event_type(),
+                    topic: r.topic.clone(),
+                    key_field: r.key.as_ref().map(|k| KeyFieldInfo {
+                        name: k.field_name,
+                        avro_type: k.avro_type,
+                    }),
+                })
+            })
+            .collect();
+        producer.prepare(&infos);
         let mut connected = Vec::new();
         for (ops, list) in by_event {
             let id = ops.connect_producer(list.into(), producer.clone());

@@ -35,7 +35,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer as _, ProducerConte
 use rdkafka::ClientContext;
 use serde_json::Value;
 
-use super::{KeyFieldInfo, ProduceError, Producer, ProducerRecord};
+use super::{KeyFieldInfo, ProduceError, Producer, ProducerRecord, RouteInfo};
 use crate::key::EventKey;
 use crate::metadata::EventMetadata;
 use crate::schema_registry::{self, RegistryError, SchemaRegistryClient};
@@ -355,11 +355,11 @@ impl KafkaProducer {
     }
 
     fn lookup_route(&self, record: &ProducerRecord) -> Arc<RouteState> {
-        let key: RouteKey = (
-            record.topic.clone(),
-            record.metadata.event_type,
-            record.key_field.map(|k| (k.name, k.avro_type)),
-        );
+        self.route_of(&record.topic, record.metadata.event_type, record.key_field)
+    }
+
+    fn route_of(&self, topic: &Arc<str>, event_type: &'static str, key_field: Option<KeyFieldInfo>) -> Arc<RouteState> {
+        let key: RouteKey = (topic.clone(), event_type, key_field.map(|k| (k.name, k.avro_type)));
         if let Some(r) = self.inner.routes.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return r.clone();
         }
@@ -369,9 +369,9 @@ impl KafkaProducer {
             .or_insert_with(|| {
                 Arc::new(RouteState {
                     owner: self.inner.id,
-                    topic: record.topic.clone(),
-                    event_type: record.metadata.event_type,
-                    key_field: record.key_field,
+                    topic: topic.clone(),
+                    event_type,
+                    key_field,
                     ready: OnceLock::new(),
                     failed: OnceLock::new(),
                     parked: Mutex::new(Vec::new()),
@@ -379,6 +379,25 @@ impl KafkaProducer {
                 })
             })
             .clone()
+    }
+
+    /// Asks the registrar to register a route's schemas, once.
+    fn request_registration(&self, route: &Arc<RouteState>) {
+        if !route.requested.swap(true, Ordering::AcqRel) {
+            let registrar = self.inner.registrar.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(tx) = registrar.as_ref() {
+                let _ = tx.send(route.clone());
+            }
+        }
+    }
+
+    /// Registers the schemas of these routes in the background, so that their first
+    /// events need not wait for the registry. [`Producer::prepare`] calls it.
+    pub fn register_routes(&self, routes: &[RouteInfo]) {
+        for r in routes {
+            let route = self.route_of(&r.topic, r.event_type, r.key_field);
+            self.request_registration(&route);
+        }
     }
 
     fn produce_record(&self, record: ProducerRecord) -> Result<(), ProduceError> {
@@ -405,12 +424,7 @@ impl KafkaProducer {
         self.inner.counters.parked.fetch_add(1, Ordering::AcqRel);
         self.inner.counters.accepted.fetch_add(1, Ordering::AcqRel);
         drop(parked);
-        if !route.requested.swap(true, Ordering::AcqRel) {
-            let registrar = self.inner.registrar.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(tx) = registrar.as_ref() {
-                let _ = tx.send(route.clone());
-            }
-        }
+        self.request_registration(&route);
         Ok(())
     }
 
@@ -779,6 +793,10 @@ async fn register_once(registry: &SchemaRegistryClient, route: &RouteState) -> R
 impl Producer for KafkaProducer {
     fn name(&self) -> &'static str {
         BACKEND
+    }
+
+    fn prepare(&self, routes: &[RouteInfo]) {
+        self.register_routes(routes);
     }
 
     fn produce(&self, record: ProducerRecord) -> Result<(), ProduceError> {

@@ -28,6 +28,17 @@ pub struct KeyFieldInfo {
     pub avro_type: &'static str,
 }
 
+/// One enabled (event type, topic) route, as the event bus announces it at start-up.
+#[derive(Debug, Clone)]
+pub struct RouteInfo {
+    /// The event type.
+    pub event_type: &'static str,
+    /// The full topic (prefix applied).
+    pub topic: Arc<str>,
+    /// The key field, when `event_key_field` is configured.
+    pub key_field: Option<KeyFieldInfo>,
+}
+
 /// One event to produce to one topic.
 #[derive(Clone)]
 pub struct ProducerRecord {
@@ -101,6 +112,13 @@ pub enum ProduceError {
 pub trait Producer: Send + Sync + 'static {
     /// The backend's name, for logs (`memory`, `redis`, `kafka`, `none`).
     fn name(&self) -> &'static str;
+
+    /// Called by the event bus once at start-up with its enabled routes, before any
+    /// event; must not block. A backend may prepare in the background (the Kafka
+    /// producer registers its schemas). The default does nothing.
+    fn prepare(&self, routes: &[RouteInfo]) {
+        let _ = routes;
+    }
 
     /// Accepts one event for delivery.
     fn produce(&self, record: ProducerRecord) -> Result<(), ProduceError>;
