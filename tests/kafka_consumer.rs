@@ -476,3 +476,91 @@ async fn consumes_every_message_of_a_busy_topic_in_order_per_key() {
     );
     assert_eq!(f.committed(&group, 3), N as i64);
 }
+
+/// Appends an Avro long (zig-zag varint).
+fn avro_long(n: i64, out: &mut Vec<u8>) {
+    let mut v = ((n << 1) ^ (n >> 63)) as u64;
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn avro_str(s: &str, out: &mut Vec<u8>) {
+    avro_long(s.len() as i64, out);
+    out.extend_from_slice(s.as_bytes());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_is_read_with_the_writer_schema_resolved_to_ours() {
+    let f = Fixture::new(1);
+    let received = collect();
+    // Another version of the event: fields in another order, one field unknown here,
+    // the optional `version` absent.
+    let writer = serde_json::json!({
+        "name": "CloudEvent", "type": "record", "namespace": XBlockPublished::EVENT_TYPE,
+        "fields": [{"name": "xblock_info", "type": {"name": "XBlockData", "type": "record", "fields": [
+            {"name": "extra_counter", "type": "long"},
+            {"name": "tags", "type": {"type": "array", "items": "string"}},
+            {"name": "block_type", "type": "string"},
+            {"name": "usage_key", "type": "string"},
+        ]}}],
+    });
+    let client = openedx_events::schema_registry::SchemaRegistryClient::new(f.registry.url(), None).unwrap();
+    let id = client
+        .register(
+            &format!("{}-{}.CloudEvent", f.topic, XBlockPublished::EVENT_TYPE),
+            &writer.to_string(),
+        )
+        .await
+        .unwrap();
+    let usage = "block-v1:edX+DemoX+Demo_Course+type@html+block@writer";
+    let mut value = openedx_events::schema_registry::frame_header(id).to_vec();
+    avro_long(-123_456_789, &mut value);
+    avro_long(2, &mut value); // one block of two items
+    avro_str("a", &mut value);
+    avro_str("b", &mut value);
+    avro_long(0, &mut value); // end of the array
+    avro_str("html", &mut value);
+    avro_str(usage, &mut value);
+    let id_header = uuid::Uuid::now_v1(&[9, 9, 9, 9, 9, 9]).to_string();
+    f.produce_raw(vec![(
+        vec![
+            ("ce_type", XBlockPublished::EVENT_TYPE),
+            ("ce_id", &id_header),
+            ("ce_source", "openedx/cms/web"),
+            ("ce_time", "2026-11-27T13:20:05+00:00"),
+            ("ce_minorversion", "0"),
+            ("sourcehost", "writer-host"),
+            ("sourcelib", "9.9.0"),
+        ],
+        value,
+    )])
+    .await;
+    let options = KafkaConsumerOptions {
+        max_messages: Some(1),
+        ..Default::default()
+    };
+    let stats = f.consumer(&unique("g"), options).run(bounded()).await.unwrap();
+    assert_eq!((stats.handled, stats.dead_lettered), (1, 0));
+    let got = received.lock().unwrap();
+    let (metadata, data, from_bus) = &got[0];
+    assert_eq!(
+        data,
+        &XBlockPublished {
+            xblock_info: XBlockData {
+                usage_key: UsageKey::parse(usage).unwrap(),
+                block_type: "html".into(),
+                version: None,
+            },
+        }
+    );
+    assert_eq!(metadata.id.to_string(), id_header);
+    assert_eq!(metadata.time_string(), "2026-11-27T13:20:05+00:00");
+    assert_eq!(
+        (&*metadata.sourcehost, metadata.sourcelib.to_string().as_str()),
+        ("writer-host", "9.9.0")
+    );
+    assert!(from_bus);
+}
