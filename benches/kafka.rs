@@ -162,6 +162,21 @@ fn ours_round(rt: &tokio::runtime::Runtime, bus: &EventBus, data: &XBlockPublish
     rate
 }
 
+/// Our producer alone (no signal, no metadata generation): `produce` of records holding
+/// the same data and metadata each time, so the bytes equal the raw producer's.
+fn direct_round(rt: &tokio::runtime::Runtime, producer: &KafkaProducer, template: &ProducerRecord, n: usize) -> f64 {
+    let before = producer.stats();
+    let started = Instant::now();
+    for _ in 0..n {
+        producer.produce(template.clone()).unwrap();
+    }
+    rt.block_on(producer.flush(Duration::from_secs(300))).unwrap();
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    let stats = producer.stats();
+    assert_eq!(stats.delivered - before.delivered, n as u64, "direct: all delivered");
+    rate
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -340,15 +355,38 @@ fn main() {
     let raw_producer = Raw::new(&env, raw_topic, key, value);
     raw_producer.round(1000);
 
+    let direct = KafkaProducer::from_settings(&settings(&env, &registry, prefix)).unwrap();
+    let template = ProducerRecord {
+        topic: topic.as_str().into(),
+        key: Some(EventKey::String(USAGE_KEY.into())),
+        key_field: Some(KeyFieldInfo {
+            name: "usage_key",
+            avro_type: "string",
+        }),
+        metadata: EventMetadata::generate(XBlockPublished::EVENT_TYPE, 0),
+        data: Arc::new(data.clone()),
+    };
+    direct_round(&rt, &direct, &template, 1000);
+
     let (mut ours_rates, mut raw_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut direct_rates, mut direct_ratios) = (Vec::new(), Vec::new());
     for r in 0..rounds {
         let o = ours_round(&rt, &bus, &data, n);
+        let d = direct_round(&rt, &direct, &template, n);
         let w = raw_producer.round(n);
-        println!("  round {r}: ours {o:>8.0}/s, raw {w:>8.0}/s ({:.1}%)", 100.0 * o / w);
+        println!(
+            "  round {r}: send_event {o:>8.0}/s ({:.1}% of raw), produce {d:>8.0}/s ({:.1}%), raw {w:>8.0}/s",
+            100.0 * o / w,
+            100.0 * d / w
+        );
         ours_rates.push(o);
         raw_rates.push(w);
         ratios.push(o / w);
+        direct_rates.push(d);
+        direct_ratios.push(d / w);
     }
+    let (direct_rate, direct_ratio) = (median(direct_rates), median(direct_ratios));
+    rt.block_on(direct.shutdown(Duration::from_secs(60))).unwrap();
     let (ours, raw, ratio) = (median(ours_rates), median(raw_rates), median(ratios));
     println!(
         "  ours:   {ours:>10.0} events/s delivered, median ({:.2} us/event)",
@@ -427,6 +465,11 @@ fn main() {
         "  ours {ours:.0}/s, raw rdkafka {raw:.0}/s (medians): ours is {:.1}% of raw by the median of the \
          per-round ratios (target >= 80%)",
         100.0 * ratio
+    );
+    println!(
+        "  our producer alone (produce, same bytes as raw): {direct_rate:.0}/s, {:.1}% of raw (median of \
+         per-round ratios)",
+        100.0 * direct_ratio
     );
     println!(
         "  ours vs target 200000/s: {}",
