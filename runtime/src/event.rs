@@ -279,18 +279,7 @@ impl<E: OpenEdxEvent> EventOps for Ops<E> {
         bytes: &[u8],
         writer: &serde_avro_fast::Schema,
     ) -> Result<Arc<dyn AnyEvent>, DecodeError> {
-        let mut config = serde_avro_fast::de::DeserializerConfig::new(writer);
-        // Bounds what a hostile length prefix can make the decoder allocate.
-        config.max_seq_size = bytes.len().max(1);
-        let mut state = serde_avro_fast::de::DeserializerState::with_config(
-            serde_avro_fast::de::read::SliceRead::new(bytes),
-            config,
-        );
-        let event = E::deserialize(state.deserializer()).map_err(|source| DecodeError::Avro {
-            event_type: E::EVENT_TYPE,
-            source,
-        })?;
-        Ok(Arc::new(event))
+        Ok(Arc::new(crate::avro::decode_with_writer_schema::<E>(bytes, writer)?))
     }
     fn from_json(&self, json: &serde_json::Value) -> Result<Arc<dyn AnyEvent>, JsonDataError> {
         crate::__private::from_json_value::<E>(json).map(|e| Arc::new(e) as Arc<dyn AnyEvent>)

@@ -364,20 +364,7 @@ impl<E: OpenEdxEvent> Signal<E> {
                     ),
                 },
             };
-            if mode == SendMode::Strict {
-                if let Outcome::Failed(error) = outcome {
-                    return Err(SendError::Receiver {
-                        event_type: E::EVENT_TYPE,
-                        receiver_name: entry.name,
-                        error,
-                    });
-                }
-            }
-            out.push(Response {
-                receiver: entry.id,
-                receiver_name: entry.name,
-                outcome,
-            });
+            out.push(respond::<E>(entry, outcome, mode)?);
         }
         Ok(out)
     }
@@ -432,22 +419,25 @@ impl<E: OpenEdxEvent> Signal<E> {
                     }
                 }
             };
-            if mode == SendMode::Strict {
-                if let Outcome::Failed(error) = outcome {
-                    return Err(SendError::Receiver {
-                        event_type: E::EVENT_TYPE,
-                        receiver_name: entry.name,
-                        error,
-                    });
-                }
-            }
-            out.push(Response {
-                receiver: entry.id,
-                receiver_name: entry.name,
-                outcome,
-            });
+            out.push(respond::<E>(entry, outcome, mode)?);
         }
         Ok(out)
+    }
+}
+
+/// The response of one receiver; in strict mode a failure ends the send instead.
+fn respond<E: OpenEdxEvent>(entry: &Entry<E>, outcome: Outcome, mode: SendMode) -> Result<Response, SendError> {
+    match outcome {
+        Outcome::Failed(error) if mode == SendMode::Strict => Err(SendError::Receiver {
+            event_type: E::EVENT_TYPE,
+            receiver_name: entry.name,
+            error,
+        }),
+        outcome => Ok(Response {
+            receiver: entry.id,
+            receiver_name: entry.name,
+            outcome,
+        }),
     }
 }
 

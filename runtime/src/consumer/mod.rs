@@ -146,6 +146,16 @@ pub async fn dispatch(metadata: EventMetadata, data: &[u8]) -> Result<(), Dispat
     let event = ops
         .decode_avro(data)
         .map_err(|e| DispatchError::Undecodable(e.to_string()))?;
+    send_decoded(ops, event, metadata).await
+}
+
+/// Sends decoded data to the event's receivers with the received metadata (marked as
+/// from the bus), awaiting async ones. Succeeds only when every receiver succeeded.
+pub async fn send_decoded(
+    ops: &'static dyn crate::event::EventOps,
+    event: std::sync::Arc<dyn crate::event::AnyEvent>,
+    metadata: EventMetadata,
+) -> Result<(), DispatchError> {
     let responses = ops
         .send_from_bus_async(event, metadata, SendMode::Robust)
         .await
