@@ -44,7 +44,6 @@ use crate::event::registry;
 use crate::producer::kafka::client_config;
 use crate::schema_registry::{parse_frame, RegistryError, SchemaRegistryClient};
 use crate::settings::Settings;
-use crate::signal::{Outcome, SendMode};
 
 /// Where a consumer starts reading, instead of the group's committed offsets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -460,23 +459,7 @@ impl KafkaConsumer {
         let event = ops
             .decode_avro_with_schema(body, &writer.parsed)
             .map_err(|e| DispatchError::Undecodable(format!("with writer schema {id}: {e}")))?;
-        let responses = ops
-            .send_from_bus_async(event, metadata, SendMode::Robust)
-            .await
-            .map_err(|e| DispatchError::ReceiversFailed(vec![e.to_string()]))?;
-        let failures: Vec<String> = responses
-            .into_iter()
-            .filter_map(|r| match r.outcome {
-                Outcome::Failed(e) => Some(format!("{}: {e}", r.receiver_name)),
-                Outcome::Panicked(p) => Some(format!("{} panicked: {p}", r.receiver_name)),
-                Outcome::Ok | Outcome::Spawned => None,
-            })
-            .collect();
-        if failures.is_empty() {
-            Ok(())
-        } else {
-            Err(DispatchError::ReceiversFailed(failures).into())
-        }
+        Ok(super::send_decoded(ops, event, metadata).await?)
     }
 
     async fn dead_letter(&self, message: &BorrowedMessage<'_>, error: &str) -> Result<(), KafkaConsumerError> {
