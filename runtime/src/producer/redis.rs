@@ -357,6 +357,8 @@ pub struct RedisProducer {
     handle: Handle,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     config: RedisProducerConfig,
+    /// Failures already reported by a flush: each flush reports those since the last one.
+    failed_reported: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for RedisProducer {
@@ -412,6 +414,7 @@ impl RedisProducer {
             handle,
             task: std::sync::Mutex::new(Some(task)),
             config,
+            failed_reported: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -531,10 +534,11 @@ impl RedisProducer {
     }
 
     async fn flush_inner(&self, timeout: Duration) -> Result<(), ProduceError> {
-        let failed_before = self.shared.counters.failed.load(Ordering::Acquire);
         let target = self.shared.counters.accepted.load(Ordering::Acquire);
         self.wait_completed(target, timeout).await?;
-        let failed = self.shared.counters.failed.load(Ordering::Acquire) - failed_before;
+        // Failures since the last flush, including those reported before this one began.
+        let failed_now = self.shared.counters.failed.load(Ordering::Acquire);
+        let failed = failed_now.saturating_sub(self.failed_reported.swap(failed_now, Ordering::AcqRel));
         if failed > 0 {
             return Err(ProduceError::Failed { failed });
         }
