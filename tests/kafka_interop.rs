@@ -17,6 +17,8 @@
 
 #[path = "support/kafka.rs"]
 mod kafka_support;
+#[path = "support/python.rs"]
+mod python_support;
 #[path = "support/registry.rs"]
 mod registry_support;
 
@@ -31,53 +33,9 @@ use openedx_events::event::AnyEvent;
 use openedx_events::producer::kafka::KafkaProducer;
 use openedx_events::producer::{KeyFieldInfo, Producer, ProducerRecord};
 use openedx_events::{registry, EventKey, EventMetadata, Settings};
+use python_support::{interop_events, json_lines, metadata_json, python, python_dir};
 use registry_support::RegistryHandle;
 use serde_json::{json, Value};
-
-/// The venv's python, made (or reused) by `tests/python/setup.sh`; the test fails without it.
-fn python() -> PathBuf {
-    let script = python_dir().join("setup.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("cannot run tests/python/setup.sh");
-    assert!(
-        out.status.success(),
-        "tests/python/setup.sh failed ({}): the Python interop venv is required",
-        out.status
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let path = PathBuf::from(stdout.lines().last().expect("setup.sh printed no python path").trim());
-    assert!(path.exists(), "setup.sh printed {path:?}, which does not exist");
-    path
-}
-
-fn python_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/python"))
-}
-
-fn interop_events() -> Vec<Value> {
-    let path = python_dir().join("interop_events.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let events: Vec<Value> = serde_json::from_str(&text).unwrap();
-    let types: std::collections::HashSet<&str> = events.iter().map(|e| e["event_type"].as_str().unwrap()).collect();
-    assert!(events.len() >= 5 && types.len() >= 5, "at least five catalog events");
-    events
-}
-
-/// Metadata in the JSON form of openedx-events' `EventsMetadata.to_json_data()`.
-fn metadata_json(m: &EventMetadata) -> Value {
-    json!({
-        "event_type": m.event_type,
-        "id": m.id.hyphenated().to_string(),
-        "minorversion": m.minorversion,
-        "source": &*m.source,
-        "sourcehost": &*m.sourcehost,
-        "time": m.time_string(),
-        "sourcelib": m.sourcelib.parts(),
-    })
-}
 
 fn key_json(k: &Option<EventKey>) -> Value {
     match k {
@@ -87,15 +45,6 @@ fn key_json(k: &Option<EventKey>) -> Value {
         Some(EventKey::Boolean(b)) => json!(b),
         Some(EventKey::Double(d)) => json!(d),
     }
-}
-
-fn json_lines(stdout: &[u8]) -> Vec<Value> {
-    String::from_utf8(stdout.to_vec())
-        .unwrap()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
 }
 
 fn settings(env: &KafkaEnv, registry: &RegistryHandle) -> Settings {

@@ -25,39 +25,8 @@ use openedx_events::event::AnyEvent;
 use openedx_events::producer::redis::{RedisProducer, RedisProducerConfig};
 use openedx_events::producer::{Producer, ProducerRecord};
 use openedx_events::{registry, EventMetadata, OpenEdxEvent};
-use redis_support::{python, python_dir, unique, url, Cleanup};
-use serde_json::{json, Value};
-
-fn interop_events() -> Vec<Value> {
-    let path = python_dir().join("interop_events.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let events: Vec<Value> = serde_json::from_str(&text).unwrap();
-    let types: std::collections::HashSet<&str> = events.iter().map(|e| e["event_type"].as_str().unwrap()).collect();
-    assert!(events.len() >= 5 && types.len() >= 5, "at least five catalog events");
-    events
-}
-
-/// Metadata in the JSON form of openedx-events' `EventsMetadata.to_json_data()`.
-fn metadata_json(m: &EventMetadata) -> Value {
-    json!({
-        "event_type": m.event_type,
-        "id": m.id.hyphenated().to_string(),
-        "minorversion": m.minorversion,
-        "source": &*m.source,
-        "sourcehost": &*m.sourcehost,
-        "time": m.time_string(),
-        "sourcelib": m.sourcelib.parts(),
-    })
-}
-
-fn json_lines(stdout: &[u8]) -> Vec<Value> {
-    String::from_utf8(stdout.to_vec())
-        .unwrap()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
-}
+use redis_support::{interop_events, json_lines, metadata_json, python, python_dir, unique, url, Cleanup};
+use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_consumer_reads_what_we_produce() {

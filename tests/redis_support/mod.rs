@@ -316,31 +316,7 @@ impl Drop for PrivateRedis {
     }
 }
 
-/// Runs `bash tests/python/setup.sh` once per process and returns the venv's python.
-/// Panics (the test fails) when the venv cannot be made.
-pub fn python() -> PathBuf {
-    static PY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    PY.get_or_init(|| {
-        let script = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/python/setup.sh"));
-        let out = Command::new("bash")
-            .arg(&script)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("cannot run tests/python/setup.sh");
-        assert!(
-            out.status.success(),
-            "tests/python/setup.sh failed ({}): the Python interop venv is required",
-            out.status
-        );
-        let stdout = String::from_utf8(out.stdout).unwrap();
-        let path = PathBuf::from(stdout.lines().last().expect("setup.sh printed no python path").trim());
-        assert!(path.exists(), "setup.sh printed {path:?}, which does not exist");
-        path
-    })
-    .clone()
-}
-
-/// The directory of the Python interop scripts.
-pub fn python_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/python"))
-}
+#[path = "../support/python.rs"]
+mod python_support;
+#[allow(unused_imports)] // each test binary uses a part
+pub use python_support::{interop_events, json_lines, metadata_json, python, python_dir};
