@@ -214,9 +214,20 @@ async fn python_producer_finds_the_schemas_we_registered() {
     let events = interop_events();
     let topic = unique("same-ids");
     env.create_topic(&topic, 1);
-    produce_ours(&settings(&env, &registry), &topic, &events).await;
-    let ours = env.read_all(&topic, events.len(), Duration::from_secs(20));
-    assert_eq!(ours.len(), events.len());
+    let sent = produce_ours(&settings(&env, &registry), &topic, &events).await;
+    let read = env.read_all(&topic, events.len(), Duration::from_secs(20));
+    assert_eq!(read.len(), events.len());
+    // Our messages in the order of the events file, found by their `ce_id` (the producer keeps
+    // the order per key, not across events whose key schemas were registered at different times).
+    let ours: Vec<_> = sent
+        .iter()
+        .map(|(metadata, _)| {
+            let id = metadata["id"].as_str().unwrap();
+            read.iter()
+                .find(|m| kafka_support::headers(m).iter().any(|(k, v)| k == "ce_id" && v == id))
+                .unwrap_or_else(|| panic!("no message with ce_id {id}"))
+        })
+        .collect();
     let subjects_before = registry.is_local().then(|| registry.subjects());
 
     let args = vec![
