@@ -217,3 +217,59 @@ fn keys_from_each_scalar_kind() {
         assert!(ops.resolve_key(bad).is_err(), "{bad} is not a key");
     }
 }
+
+/// Records are read field by field in declaration order when the data follows it, and
+/// by name otherwise: whatever position the order breaks at, the event read is the same,
+/// unknown fields are skipped, and a repeated or missing field is refused by name.
+#[test]
+fn fields_are_read_in_any_order_wherever_the_order_breaks() {
+    use openedx_events::EventDataInfo;
+    let event = sample();
+    let value = serde_json::to_value(&event).unwrap();
+    let fields: Vec<(&str, String)> = AllFields::FIELDS
+        .iter()
+        .map(|f| (f.name, value[f.name].to_string()))
+        .collect();
+    let text = |entries: &[(&str, String)]| {
+        let body: Vec<String> = entries.iter().map(|(k, v)| format!("{k:?}: {v}")).collect();
+        format!("{{{}}}", body.join(", "))
+    };
+    let read = |entries: &[(&str, String)]| serde_json::from_str::<AllFields>(&text(entries));
+    assert_eq!(read(&fields).unwrap(), event, "declaration order");
+    for i in 0..=fields.len() {
+        let mut with_unknown = fields.clone();
+        with_unknown.insert(i, ("unknown", r#"{"nested": [1, 2]}"#.to_owned()));
+        assert_eq!(read(&with_unknown).unwrap(), event, "unknown field at {i}");
+    }
+    for i in 0..fields.len() {
+        let name = fields[i].0;
+        let mut moved = fields.clone();
+        let f = moved.remove(i);
+        moved.push(f);
+        assert_eq!(read(&moved).unwrap(), event, "{name} moved to the end");
+
+        let mut twice = fields.clone();
+        twice.insert(i + 1, fields[i].clone());
+        let err = read(&twice).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("duplicate field `{name}`")),
+            "{name} twice: {err}"
+        );
+
+        let mut missing = fields.clone();
+        missing.remove(i);
+        match read(&missing) {
+            Ok(_) => assert!(
+                AllFields::FIELDS[i].rust_type.starts_with("Option<"),
+                "{name} is required"
+            ),
+            Err(e) => assert!(
+                e.to_string().contains(&format!("missing field `{name}`")),
+                "{name}: {e}"
+            ),
+        }
+    }
+    // Reversed: every field out of order.
+    let reversed: Vec<_> = fields.iter().rev().cloned().collect();
+    assert_eq!(read(&reversed).unwrap(), event, "reversed");
+}
