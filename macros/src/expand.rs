@@ -125,20 +125,6 @@ fn record_impls(record: &Record, record_name: &str) -> TokenStream {
         }
     });
 
-    let in_order = (0..n).map(|i| {
-        let local = &locals[i];
-        let ty = tys[i];
-        let variant = &variants[i];
-        let read = locals[..i].iter().map(|l| quote!(::std::option::Option::Some(#l)));
-        let unread = tys[i..].iter().map(|_| quote!(::std::option::Option::None));
-        quote! {
-            let #local: #ty = match map.next_key::<Field>()? {
-                ::std::option::Option::Some(Field::#variant) => map.next_value::<::openedx_events::data::De<#ty>>()?.0,
-                pending => return any_order(map, pending, (#(#read,)* #(#unread,)*)),
-            };
-        }
-    });
-
     quote! {
         #(#asserts)*
 
@@ -204,45 +190,23 @@ fn record_impls(record: &Record, record_name: &str) -> TokenStream {
                         ::std::result::Result::Ok(#ident { #(#idents: #locals,)* })
                     }
                     fn visit_map<A: ::openedx_events::__private::serde::de::MapAccess<'de>>(self, mut map: A) -> ::std::result::Result<#ident, A::Error> {
-                        // Data written with this record's own schema has its fields in declaration
-                        // order: read them straight into locals. The first field out of order (a
-                        // writer's schema that differs) hands what was read to the general path.
-                        #(#in_order)*
+                        #(let mut #locals: ::std::option::Option<#tys> = ::std::option::Option::None;)*
                         while let ::std::option::Option::Some(key) = map.next_key::<Field>()? {
                             match key {
+                                #(Field::#variants => {
+                                    if #locals.is_some() {
+                                        return ::std::result::Result::Err(<A::Error as ::openedx_events::__private::serde::de::Error>::duplicate_field(#names));
+                                    }
+                                    #locals = ::std::option::Option::Some(map.next_value::<::openedx_events::data::De<#tys>>()?.0);
+                                })*
                                 Field::Ignore => {
                                     map.next_value::<::openedx_events::__private::serde::de::IgnoredAny>()?;
                                 }
-                                #(Field::#variants => return ::std::result::Result::Err(<A::Error as ::openedx_events::__private::serde::de::Error>::duplicate_field(#names)),)*
                             }
                         }
+                        #(#missing)*
                         ::std::result::Result::Ok(#ident { #(#idents: #locals,)* })
                     }
-                }
-                #[allow(clippy::type_complexity)]
-                #[inline(never)]
-                fn any_order<'de, A: ::openedx_events::__private::serde::de::MapAccess<'de>>(
-                    mut map: A,
-                    mut pending: ::std::option::Option<Field>,
-                    (#(mut #locals,)*): (#(::std::option::Option<#tys>,)*),
-                ) -> ::std::result::Result<#ident, A::Error> {
-                    // `pending` is the key the in-order path stopped at; `None` if the map ended there.
-                    while let ::std::option::Option::Some(key) = pending.take() {
-                        match key {
-                            #(Field::#variants => {
-                                if #locals.is_some() {
-                                    return ::std::result::Result::Err(<A::Error as ::openedx_events::__private::serde::de::Error>::duplicate_field(#names));
-                                }
-                                #locals = ::std::option::Option::Some(map.next_value::<::openedx_events::data::De<#tys>>()?.0);
-                            })*
-                            Field::Ignore => {
-                                map.next_value::<::openedx_events::__private::serde::de::IgnoredAny>()?;
-                            }
-                        }
-                        pending = map.next_key::<Field>()?;
-                    }
-                    #(#missing)*
-                    ::std::result::Result::Ok(#ident { #(#idents: #locals,)* })
                 }
                 deserializer.deserialize_struct(#record_name, &[#(#names),*], RecordVisitor)
             }
