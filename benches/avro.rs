@@ -8,7 +8,9 @@
 //! the Rust codec is.
 //!
 //! Run: `cargo bench -p openedx-events --bench avro` (`-- --quick` for a short run,
-//! `-- --no-python` to skip the Python side). The Rust figures are the median and 10th
+//! `-- --no-python` to skip the Python side, `-- --parts` to add the cost of the pieces
+//! and what serde_avro_fast itself costs on the enrollment bytes: walking them, and
+//! decoding into serde-derived structs of borrowed or owned strings). The Rust figures are the median and 10th
 //! percentile of short timed batches; the Python ones are the script's own (one timed loop
 //! after warm-up).
 
@@ -209,6 +211,119 @@ fn parts(n: u32, batches: usize) {
     for (name, s) in rows {
         println!("{name:<22} {:>7.1} ns (p10 {:.1})", s.median, s.p10);
     }
+    floors(n, batches);
+}
+
+/// What serde_avro_fast costs before any of our code runs, on the enrollment event's
+/// bytes and schema: walking the datum without keeping anything (`IgnoredAny`), and
+/// decoding into plain serde-derived structs (owned strings, no key or time checks).
+/// These bound how fast a typed decode through the crate can be.
+fn floors(n: u32, batches: usize) {
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Pii {
+        username: String,
+        email: String,
+        name: String,
+    }
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    struct User {
+        id: i64,
+        is_active: bool,
+        pii: Pii,
+    }
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Course {
+        course_key: String,
+        display_name: String,
+        start: Option<String>,
+        end: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Enrollment {
+        user: User,
+        course: Course,
+        mode: String,
+        is_active: bool,
+        creation_date: String,
+        created_by: Option<User>,
+    }
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Event {
+        enrollment: Enrollment,
+    }
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    struct BorrowedPii<'a> {
+        username: &'a str,
+        email: &'a str,
+        name: &'a str,
+    }
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    struct BorrowedUser<'a> {
+        id: i64,
+        is_active: bool,
+        #[serde(borrow)]
+        pii: BorrowedPii<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    struct BorrowedCourse<'a> {
+        course_key: &'a str,
+        display_name: &'a str,
+        start: Option<&'a str>,
+        end: Option<&'a str>,
+    }
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    struct BorrowedEnrollment<'a> {
+        #[serde(borrow)]
+        user: BorrowedUser<'a>,
+        #[serde(borrow)]
+        course: BorrowedCourse<'a>,
+        mode: &'a str,
+        is_active: bool,
+        creation_date: &'a str,
+        #[serde(borrow)]
+        created_by: Option<BorrowedUser<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    struct BorrowedEvent<'a> {
+        #[serde(borrow)]
+        enrollment: BorrowedEnrollment<'a>,
+    }
+    let bytes = avro::encode(&enrollment()).expect("encodes");
+    let schema = CourseEnrollmentCreated::avro_schema().parsed();
+    let borrowed = time(n, batches, || {
+        let v: BorrowedEvent = serde_avro_fast::from_datum_slice(black_box(&bytes), schema).expect("decodes");
+        black_box(v);
+    });
+    let walk = time(n, batches, || {
+        let v: serde::de::IgnoredAny = serde_avro_fast::from_datum_slice(black_box(&bytes), schema).expect("decodes");
+        black_box(v);
+    });
+    let plain = time(n, batches, || {
+        let v: Event = serde_avro_fast::from_datum_slice(black_box(&bytes), schema).expect("decodes");
+        black_box(v);
+    });
+    println!(
+        "{:<22} {:>7.1} ns (p10 {:.1})",
+        "enrollment: walk only", walk.median, walk.p10
+    );
+    println!(
+        "{:<22} {:>7.1} ns (p10 {:.1})",
+        "enrollment: plain", plain.median, plain.p10
+    );
+    println!(
+        "{:<22} {:>7.1} ns (p10 {:.1})",
+        "enrollment: borrowed", borrowed.median, borrowed.p10
+    );
 }
 
 /// `-- --profile=<xblock|enrollment>:<encode|decode>`: runs that one operation for about
