@@ -14,8 +14,10 @@
 //! percentile of short timed batches; the Python ones are the script's own (one timed loop
 //! after warm-up).
 
+#[path = "../tests/support/python.rs"]
+mod python_support;
+
 use std::hint::black_box;
-use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
@@ -28,7 +30,6 @@ use openedx_events::catalog::learning::{
 use openedx_events::OpenEdxEvent;
 
 const PY_AVRO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/bench/py_avro.py");
-const SETUP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/python/setup.sh");
 
 /// Targets of the issue, ns per event.
 const XBLOCK_ENCODE_TARGET: f64 = 100.0;
@@ -131,26 +132,12 @@ fn bench_event<E: OpenEdxEvent + PartialEq>(event: &E, n: u32, batches: usize) -
 
 /// Python figures: (event, path) -> ns per event, from `py_avro.py N`.
 fn python(n: u32) -> Result<Vec<(String, String, f64)>, String> {
-    let setup = Command::new("bash")
-        .arg(SETUP)
-        .output()
-        .map_err(|e| format!("cannot run {SETUP}: {e}"))?;
-    if !setup.status.success() {
-        return Err(format!(
-            "{SETUP} failed: {}",
-            String::from_utf8_lossy(&setup.stderr).lines().last().unwrap_or("")
-        ));
-    }
-    let stdout = String::from_utf8_lossy(&setup.stdout);
-    let py = stdout.lines().last().unwrap_or("").trim().to_owned();
-    if !Path::new(&py).exists() {
-        return Err(format!("{SETUP} printed no python path"));
-    }
+    let py = python_support::try_python()?;
     let out = Command::new(&py)
         .arg(PY_AVRO)
         .arg(n.to_string())
         .output()
-        .map_err(|e| format!("cannot run {py}: {e}"))?;
+        .map_err(|e| format!("cannot run {}: {e}", py.display()))?;
     if !out.status.success() {
         return Err(format!("py_avro.py failed: {}", String::from_utf8_lossy(&out.stderr)));
     }

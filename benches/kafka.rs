@@ -18,6 +18,9 @@ mod kafka_support;
 #[path = "../tests/support/registry.rs"]
 mod registry_support;
 
+#[path = "../tests/support/python.rs"]
+mod python_support;
+
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -242,24 +245,11 @@ fn retained(env: &KafkaEnv, topic: &str) -> u64 {
     total
 }
 
-fn python() -> Option<String> {
-    if let Ok(p) = std::env::var("OEV_PYTHON") {
-        return Some(p);
-    }
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let out = Command::new("bash")
-        .arg("tests/python/setup.sh")
-        .current_dir(root)
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        eprintln!(
-            "tests/python/setup.sh failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        return None;
-    }
-    String::from_utf8(out.stdout).ok()?.lines().last().map(str::to_owned)
+/// The venv's python, or `None` (with the reason on stderr): Rust figures only then.
+fn python() -> Option<std::path::PathBuf> {
+    python_support::try_python()
+        .map_err(|e| eprintln!("no Python side: {e}"))
+        .ok()
 }
 
 fn python_stack(env: &KafkaEnv, registry: &RegistryHandle, n: usize) -> Option<f64> {

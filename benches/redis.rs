@@ -128,10 +128,9 @@ fn redis_benchmark(url: &str, sample_stream: &str, n: u64, clients: u32, cleanup
 }
 
 fn python_rate(url: &str, n: u64) -> Option<f64> {
-    let python = match std::env::var("OEV_PYTHON") {
-        Ok(p) => p,
-        Err(_) => redis_support::python().display().to_string(),
-    };
+    let python = redis_support::try_python()
+        .map_err(|e| eprintln!("no Python side: {e}"))
+        .ok()?;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/bench/py_baseline.py");
     let out = Command::new(python)
         .arg(script)

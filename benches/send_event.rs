@@ -6,6 +6,9 @@
 //! Run: `cargo bench -p openedx-events --bench send_event`. Set `OEV_PYTHON` to a
 //! Python with openedx-events installed, or let it run `tests/python/setup.sh`.
 
+#[path = "../tests/support/python.rs"]
+mod python_support;
+
 use std::hint::black_box;
 use std::process::Command;
 use std::time::Instant;
@@ -40,27 +43,14 @@ fn measure(n: u32, rounds: usize) -> f64 {
     samples[samples.len() / 2]
 }
 
-fn python() -> Option<String> {
-    if let Ok(p) = std::env::var("OEV_PYTHON") {
-        return Some(p);
-    }
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let out = Command::new("bash")
-        .arg("tests/python/setup.sh")
-        .current_dir(root)
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        eprintln!(
-            "tests/python/setup.sh failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        return None;
-    }
-    String::from_utf8(out.stdout).ok()?.lines().last().map(str::to_owned)
+/// The venv's python, or `None` (with the reason on stderr): Rust figures only then.
+fn python() -> Option<std::path::PathBuf> {
+    python_support::try_python()
+        .map_err(|e| eprintln!("no Python side: {e}"))
+        .ok()
 }
 
-fn python_us_per_event(python: &str, n: u32) -> Option<f64> {
+fn python_us_per_event(python: &std::path::Path, n: u32) -> Option<f64> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/bench/py_baseline.py");
     let out = Command::new(python)
         .arg(script)

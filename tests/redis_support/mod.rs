@@ -319,4 +319,4 @@ impl Drop for PrivateRedis {
 #[path = "../support/python.rs"]
 mod python_support;
 #[allow(unused_imports)] // each test binary uses a part
-pub use python_support::{interop_events, json_lines, metadata_json, python, python_dir};
+pub use python_support::{interop_events, json_lines, metadata_json, python, python_dir, try_python};

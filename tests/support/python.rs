@@ -11,23 +11,32 @@ use serde_json::{json, Value};
 /// Runs `bash tests/python/setup.sh` once per process and returns the venv's python.
 /// Panics (the test fails) when the venv cannot be made.
 pub fn python() -> PathBuf {
-    static PY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    try_python().unwrap_or_else(|e| panic!("{e}: the Python interop venv is required"))
+}
+
+/// The venv's python: `OEV_PYTHON` when set, else the one `tests/python/setup.sh` makes
+/// (run once per process). Benchmarks use the error to report Rust figures alone.
+pub fn try_python() -> Result<PathBuf, String> {
+    static PY: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
     PY.get_or_init(|| {
+        if let Some(p) = std::env::var_os("OEV_PYTHON") {
+            return Ok(PathBuf::from(p));
+        }
         let script = python_dir().join("setup.sh");
         let out = Command::new("bash")
             .arg(&script)
             .stderr(Stdio::inherit())
             .output()
-            .expect("cannot run tests/python/setup.sh");
-        assert!(
-            out.status.success(),
-            "tests/python/setup.sh failed ({}): the Python interop venv is required",
-            out.status
-        );
-        let stdout = String::from_utf8(out.stdout).unwrap();
-        let path = PathBuf::from(stdout.lines().last().expect("setup.sh printed no python path").trim());
-        assert!(path.exists(), "setup.sh printed {path:?}, which does not exist");
-        path
+            .map_err(|e| format!("cannot run tests/python/setup.sh: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("tests/python/setup.sh failed ({})", out.status));
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let path = PathBuf::from(stdout.lines().last().ok_or("setup.sh printed no python path")?.trim());
+        if !path.exists() {
+            return Err(format!("setup.sh printed {path:?}, which does not exist"));
+        }
+        Ok(path)
     })
     .clone()
 }
