@@ -451,3 +451,122 @@ async fn schemas_are_registered_at_start_up() {
     );
     assert_eq!(registry.requests(&format!("POST /subjects/{key_subject}/versions")), 1);
 }
+
+/// While the schema of one event type cannot be registered, the later events of its
+/// topic wait behind its first event, whatever their type: once the registry takes
+/// the schema, the topic holds every event in the order it was produced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_schema_holds_the_later_events_of_its_topic_in_order() {
+    late_schema_of_one_type(false).await;
+}
+
+/// When the registry refuses the schema of one event type for good, its events are
+/// reported failed and the events of the topic held behind them go out, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_schema_fails_its_events_and_releases_the_rest_in_order() {
+    late_schema_of_one_type(true).await;
+}
+
+/// Twelve events of one key on one topic, every third an `XBlockDeleted` whose schema
+/// the registry answers 503 for (`refused_for_good`: 422) until event 1 has held the others.
+async fn late_schema_of_one_type(refused_for_good: bool) {
+    let env = KafkaEnv::start();
+    // The refusal needs the in-process registry, whatever the environment names.
+    let registry = RegistryHandle::start();
+    let prefix = unique("late-type");
+    let topic = format!("{prefix}-xblock-lifecycle");
+    env.create_topic(&topic, 1);
+    let deleted_subject = format!("{topic}-{}.CloudEvent", XBlockDeleted::EVENT_TYPE);
+    let published_subject = format!("{topic}-{XBLOCK_PUBLISHED}.CloudEvent");
+    registry.refuse(&deleted_subject);
+    let producer = KafkaProducer::from_settings(&settings(&env, registry.url(), &prefix)).unwrap();
+    let deleted = |i: usize| {
+        let ev = XBlockDeleted {
+            xblock_info: event(0, &i.to_string()).xblock_info,
+        };
+        ProducerRecord {
+            topic: topic.as_str().into(),
+            key: Some(EventKey::String(ev.xblock_info.usage_key.to_string())),
+            key_field: Some(KeyFieldInfo {
+                name: "usage_key",
+                avro_type: "string",
+            }),
+            metadata: EventMetadata::generate(XBlockDeleted::EVENT_TYPE, 0),
+            data: Arc::new(ev),
+        }
+    };
+    // One key; every third event is a deletion, whose schema the registry refuses.
+    let n = 12;
+    for i in 0..n {
+        let rec = if i % 3 == 1 {
+            deleted(i)
+        } else {
+            record(&topic, event(0, &i.to_string()))
+        };
+        producer.produce(rec).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !registry.subjects().contains_key(&published_subject) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(registry.subjects().contains_key(&published_subject));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Event 0 went out; event 1 waits for its schema, and the rest wait behind it.
+    assert_eq!(producer.stats().parked, n as u64 - 1, "{:?}", producer.stats());
+    let is_deleted = |i: usize| i % 3 == 1;
+    let n_deleted = (0..n).filter(|i| is_deleted(*i)).count();
+    if refused_for_good {
+        registry.reject(&deleted_subject);
+        registry.accept(&deleted_subject);
+        match producer.shutdown(Duration::from_secs(30)).await {
+            Err(ProduceError::Failed { failed }) => assert_eq!(failed, n_deleted as u64),
+            other => panic!("expected {n_deleted} failed, got {other:?}"),
+        }
+        assert_eq!(producer.stats().failed, n_deleted as u64);
+    } else {
+        registry.accept(&deleted_subject);
+        producer
+            .shutdown(Duration::from_secs(30))
+            .await
+            .expect("released and delivered");
+    }
+    let sent: Vec<usize> = (0..n).filter(|i| !refused_for_good || !is_deleted(*i)).collect();
+    assert_eq!(producer.stats().delivered, sent.len() as u64);
+    assert_eq!(producer.stats().parked, 0);
+    let messages = env.read_all(&topic, sent.len(), Duration::from_secs(20));
+    let order: Vec<(String, usize)> = messages
+        .iter()
+        .map(|m| {
+            let ce_type = headers(m)
+                .into_iter()
+                .find(|(k, _)| k == "ce_type")
+                .map(|(_, v)| v)
+                .unwrap();
+            let payload = parse_frame(m.payload().unwrap()).unwrap().1;
+            let block_type = if ce_type == XBlockDeleted::EVENT_TYPE {
+                openedx_events::avro::decode::<XBlockDeleted>(payload)
+                    .unwrap()
+                    .xblock_info
+                    .block_type
+            } else {
+                openedx_events::avro::decode::<XBlockPublished>(payload)
+                    .unwrap()
+                    .xblock_info
+                    .block_type
+            };
+            (ce_type, block_type.parse().unwrap())
+        })
+        .collect();
+    let expected: Vec<(String, usize)> = sent
+        .into_iter()
+        .map(|i| {
+            let t = if is_deleted(i) {
+                XBlockDeleted::EVENT_TYPE
+            } else {
+                XBLOCK_PUBLISHED
+            };
+            (t.to_owned(), i)
+        })
+        .collect();
+    assert_eq!(order, expected);
+}

@@ -9,7 +9,7 @@
 //! `EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL` when it is set, else starts this one.
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -27,6 +27,10 @@ struct State {
     subjects: BTreeMap<String, Vec<u32>>,
     /// "POST /subjects/{s}/versions" etc. -> count.
     requests: HashMap<String, u64>,
+    /// Subjects whose registration answers 503 for now.
+    unavailable: HashSet<String>,
+    /// Subjects whose schemas are refused as invalid (422).
+    rejected: HashSet<String>,
 }
 
 fn canon(schema: &str) -> String {
@@ -153,6 +157,26 @@ impl RegistryHandle {
         state.lock().unwrap().schemas.get(id as usize - 1).cloned()
     }
 
+    /// Makes registering under `subject` answer 503 (a registry in trouble) until
+    /// [`RegistryHandle::accept`] (local registry only).
+    pub fn refuse(&self, subject: &str) {
+        let state = self.state.as_ref().expect("local registry");
+        state.lock().unwrap().unavailable.insert(subject.to_owned());
+    }
+
+    /// Makes registering under `subject` fail for good: 422, as a registry answers a
+    /// schema it finds invalid or incompatible (local registry only).
+    pub fn reject(&self, subject: &str) {
+        let state = self.state.as_ref().expect("local registry");
+        state.lock().unwrap().rejected.insert(subject.to_owned());
+    }
+
+    /// Stops answering 503 for `subject` (a [`RegistryHandle::reject`] stays).
+    pub fn accept(&self, subject: &str) {
+        let state = self.state.as_ref().expect("local registry");
+        state.lock().unwrap().unavailable.remove(subject);
+    }
+
     /// Stops the server (also done on drop).
     pub fn stop(&mut self) {
         if let Some(tx) = self.stop.take() {
@@ -208,6 +232,14 @@ async fn serve(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Respo
         v.get("schema")?.as_str().map(str::to_owned)
     };
     let resp = match (&method, parts.as_slice()) {
+        (&Method::POST, ["subjects", subject, "versions"]) if st.unavailable.contains(*subject) => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error_code": 50003, "message": "Error while forwarding the request to the leader"}),
+        ),
+        (&Method::POST, ["subjects", subject, "versions"]) if st.rejected.contains(*subject) => reply(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({"error_code": 42201, "message": "Invalid schema"}),
+        ),
         (&Method::POST, ["subjects", subject, "versions"]) => match schema_of(&body) {
             None => reply(
                 StatusCode::UNPROCESSABLE_ENTITY,

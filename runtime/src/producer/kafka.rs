@@ -7,8 +7,10 @@
 //!
 //! [`KafkaProducer::produce`] never waits on the network: an event whose schema ids
 //! are known is encoded and handed to librdkafka's local queue; an event of a route
-//! whose schemas are still being registered is parked, in order, and a background
-//! registrar thread registers them, then releases the parked events. Delivery reports
+//! whose schemas are still being registered is parked, and a background registrar
+//! thread registers them, then releases the parked events. Parking is per topic: while
+//! an event waits for its schemas, the later events of its topic wait behind it, whatever
+//! their type, so that no event overtakes an earlier one of the same key. Delivery reports
 //! are handled on librdkafka's polling thread: a failure is logged with event type,
 //! topic, event id and error (never the data) and counted. [`KafkaProducer::flush`]
 //! and [`KafkaProducer::shutdown`] return only when every accepted event is delivered
@@ -228,8 +230,26 @@ struct RouteState {
     key_field: Option<KeyFieldInfo>,
     ready: OnceLock<RouteIds>,
     failed: OnceLock<String>,
-    parked: Mutex<Vec<ProducerRecord>>,
+    /// The parked events of this route's topic.
+    gate: Arc<TopicGate>,
     requested: AtomicBool,
+}
+
+impl RouteState {
+    /// Whether registration has ended, either way.
+    fn settled(&self) -> bool {
+        self.ready.get().is_some() || self.failed.get().is_some()
+    }
+}
+
+/// The events of one topic parked until their schemas are registered, in the order
+/// they were produced. The first one always belongs to a route still being registered:
+/// the events behind it (of any route) are released when it is.
+#[derive(Default)]
+struct TopicGate {
+    parked: Mutex<std::collections::VecDeque<(ProducerRecord, Arc<RouteState>)>>,
+    /// How many are parked, read without the lock on the fast path.
+    len: AtomicUsize,
 }
 
 struct Inner {
@@ -238,6 +258,7 @@ struct Inner {
     producer: ThreadedProducer<DeliveryContext>,
     counters: Arc<Counters>,
     routes: RwLock<HashMap<RouteKey, Arc<RouteState>>>,
+    gates: Mutex<HashMap<Arc<str>, Arc<TopicGate>>>,
     registrar: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Arc<RouteState>>>>,
     closed: AtomicBool,
     policy: QueueFullPolicy,
@@ -311,6 +332,7 @@ impl KafkaProducer {
             producer,
             counters,
             routes: RwLock::default(),
+            gates: Mutex::default(),
             registrar: Mutex::new(Some(tx)),
             closed: AtomicBool::new(false),
             policy,
@@ -370,6 +392,14 @@ impl KafkaProducer {
         routes
             .entry(key)
             .or_insert_with(|| {
+                let gate = self
+                    .inner
+                    .gates
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(topic.clone())
+                    .or_default()
+                    .clone();
                 Arc::new(RouteState {
                     owner: self.inner.id,
                     topic: topic.clone(),
@@ -377,7 +407,7 @@ impl KafkaProducer {
                     key_field,
                     ready: OnceLock::new(),
                     failed: OnceLock::new(),
-                    parked: Mutex::new(Vec::new()),
+                    gate,
                     requested: AtomicBool::new(false),
                 })
             })
@@ -408,26 +438,34 @@ impl KafkaProducer {
             return Err(ProduceError::Closed);
         }
         let route = self.route(&record);
-        if let Some(ids) = route.ready.get() {
-            return self.inner.send(&record, ids, self.inner.policy);
-        }
         if let Some(error) = route.failed.get() {
             return Err(backend_error(format!("schema registration failed: {error}")));
         }
-        let mut parked = route.parked.lock().unwrap_or_else(|e| e.into_inner());
-        // Registration may have finished while we waited for the lock.
-        if let Some(ids) = route.ready.get() {
-            drop(parked);
-            return self.inner.send(&record, ids, self.inner.policy);
+        if route.gate.len.load(Ordering::Acquire) == 0 {
+            if let Some(ids) = route.ready.get() {
+                return self.inner.send(&record, ids, self.inner.policy);
+            }
+        }
+        let mut parked = route.gate.parked.lock().unwrap_or_else(|e| e.into_inner());
+        // The topic's parked events may have been released while we waited for the lock.
+        if parked.is_empty() {
+            if let Some(ids) = route.ready.get() {
+                drop(parked);
+                return self.inner.send(&record, ids, self.inner.policy);
+            }
         }
         if self.inner.counters.parked.load(Ordering::Acquire) >= self.inner.max_parked {
             return Err(ProduceError::BufferFull { waited: Duration::ZERO });
         }
-        parked.push(record);
+        let settled = route.settled();
+        parked.push_back((record, route.clone()));
+        route.gate.len.fetch_add(1, Ordering::AcqRel);
         self.inner.counters.parked.fetch_add(1, Ordering::AcqRel);
         self.inner.counters.accepted.fetch_add(1, Ordering::AcqRel);
         drop(parked);
-        self.request_registration(&route);
+        if !settled {
+            self.request_registration(&route);
+        }
         Ok(())
     }
 
@@ -730,42 +768,64 @@ async fn register_route(inner: std::sync::Weak<Inner>, registry: Arc<SchemaRegis
         }
     };
     let Some(inner) = inner.upgrade() else { return };
-    // Release the parked events in order, holding the lock so that new events of
-    // this route queue behind them.
-    let mut parked = route.parked.lock().unwrap_or_else(|e| e.into_inner());
-    let records = std::mem::take(&mut *parked);
+    // Settle the route and release its topic's events in order, holding the topic's lock
+    // so that new events of the topic queue behind them.
+    let mut parked = route.gate.parked.lock().unwrap_or_else(|e| e.into_inner());
     match outcome {
         Ok(ids) => {
-            for record in &records {
-                // Already counted as accepted: undo before `send` counts it again.
-                inner.counters.accepted.fetch_sub(1, Ordering::AcqRel);
-                let wait = QueueFullPolicy::Wait(Duration::from_secs(3600));
-                if let Err(e) = inner.send(record, &ids, wait) {
-                    inner.counters.accepted.fetch_add(1, Ordering::AcqRel);
-                    inner.counters.rejected.fetch_sub(1, Ordering::AcqRel);
-                    inner.fail_parked(record, &e.to_string());
-                }
-                inner.counters.parked.fetch_sub(1, Ordering::AcqRel);
-            }
             tracing::info!(
                 event_type = route.event_type,
                 topic = &*route.topic,
                 value_schema_id = ids.value_id,
                 key_schema_id = ids.key_id,
-                released = records.len(),
                 "schemas registered"
             );
             let _ = route.ready.set(ids);
         }
         Err(error) => {
             tracing::error!(event_type = route.event_type, topic = &*route.topic, error = %error, "schema registration failed");
-            for record in &records {
-                inner.fail_parked(record, &error);
-                inner.counters.parked.fetch_sub(1, Ordering::AcqRel);
-            }
             let _ = route.failed.set(error);
         }
     }
+    let released = release_settled(&inner, &route.gate, &mut parked);
+    tracing::debug!(
+        topic = &*route.topic,
+        released,
+        still_parked = parked.len(),
+        "parked events released"
+    );
+}
+
+/// Sends (or fails) the parked events at the front of a topic's queue whose routes are
+/// settled, stopping at the first one whose route is still being registered. Returns how
+/// many left the queue.
+fn release_settled(
+    inner: &Inner,
+    gate: &TopicGate,
+    parked: &mut std::collections::VecDeque<(ProducerRecord, Arc<RouteState>)>,
+) -> usize {
+    let mut released = 0;
+    while let Some((record, route)) = parked.front() {
+        if let Some(ids) = route.ready.get() {
+            // Already counted as accepted: undo before `send` counts it again.
+            inner.counters.accepted.fetch_sub(1, Ordering::AcqRel);
+            let wait = QueueFullPolicy::Wait(Duration::from_secs(3600));
+            if let Err(e) = inner.send(record, ids, wait) {
+                inner.counters.accepted.fetch_add(1, Ordering::AcqRel);
+                inner.counters.rejected.fetch_sub(1, Ordering::AcqRel);
+                inner.fail_parked(record, &e.to_string());
+            }
+        } else if let Some(error) = route.failed.get() {
+            inner.fail_parked(record, error);
+        } else {
+            break;
+        }
+        parked.pop_front();
+        gate.len.fetch_sub(1, Ordering::AcqRel);
+        inner.counters.parked.fetch_sub(1, Ordering::AcqRel);
+        released += 1;
+    }
+    released
 }
 
 enum Attempt {
