@@ -570,3 +570,65 @@ async fn late_schema_of_one_type(refused_for_good: bool) {
         .collect();
     assert_eq!(order, expected);
 }
+
+/// `produce_and_confirm` returns where each event landed: the message at that
+/// partition and offset is the event, however many others are produced meanwhile; an
+/// event whose schema the registry refuses is reported failed to its caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_and_confirm_returns_where_each_event_landed() {
+    let env = KafkaEnv::start();
+    let registry = RegistryHandle::start();
+    let prefix = unique("confirm");
+    let topic = format!("{prefix}-xblock-lifecycle");
+    env.create_topic(&topic, 3);
+    let producer = KafkaProducer::from_settings(&settings(&env, registry.url(), &prefix)).unwrap();
+    let n = 60;
+    let mut confirmed = Vec::new();
+    for i in 0..n {
+        let ev = event(i % 7, &format!("confirmed-{i}"));
+        let rec = record(&topic, ev);
+        let id = rec.metadata.id;
+        // Unconfirmed events in between.
+        producer.produce(record(&topic, event(i % 5, "other"))).unwrap();
+        confirmed.push((
+            id,
+            tokio::spawn({
+                let producer = producer.clone();
+                async move { producer.produce_and_confirm(rec).await }
+            }),
+        ));
+    }
+    let mut positions = HashMap::new();
+    for (id, task) in confirmed {
+        let at = task.await.unwrap().expect("delivered");
+        assert!(
+            positions.insert((at.partition, at.offset), id.to_string()).is_none(),
+            "one position each"
+        );
+    }
+    producer.shutdown(Duration::from_secs(30)).await.unwrap();
+    let messages = env.read_all(&topic, 2 * n, Duration::from_secs(20));
+    let mut found = 0;
+    for m in &messages {
+        if let Some(id) = positions.get(&(m.partition(), m.offset())) {
+            let ce_id = headers(m).into_iter().find(|(k, _)| k == "ce_id").map(|(_, v)| v);
+            assert_eq!(ce_id.as_deref(), Some(id.as_str()));
+            found += 1;
+        }
+    }
+    assert_eq!(found, n);
+
+    // A schema the registry refuses: the caller hears of it.
+    let refused = format!("{prefix}-refused");
+    env.create_topic(&refused, 1);
+    registry.reject(&format!("{refused}-{XBLOCK_PUBLISHED}.CloudEvent"));
+    let producer = KafkaProducer::from_settings(&settings(&env, registry.url(), &prefix)).unwrap();
+    let err = tokio::time::timeout(
+        Duration::from_secs(20),
+        producer.produce_and_confirm(record(&refused, event(1, "refused"))),
+    )
+    .await
+    .expect("answered")
+    .unwrap_err();
+    assert!(err.to_string().contains("Invalid schema"), "{err}");
+}

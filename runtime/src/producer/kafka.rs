@@ -158,8 +158,48 @@ impl Counters {
     }
 }
 
+/// The callers of [`KafkaProducer::produce_and_confirm`] waiting for their message's
+/// delivery report, by the number the message carries to librdkafka (0: nobody waits).
+#[derive(Default)]
+struct Waiters {
+    next: AtomicUsize,
+    waiting: Mutex<HashMap<usize, tokio::sync::oneshot::Sender<Result<DeliveredAt, String>>>>,
+}
+
+impl Waiters {
+    fn add(&self) -> (usize, tokio::sync::oneshot::Receiver<Result<DeliveredAt, String>>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner()).insert(id, tx);
+        (id, rx)
+    }
+
+    fn forget(&self, id: usize) {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    }
+
+    fn resolve(&self, id: usize, outcome: Result<DeliveredAt, String>) {
+        if id == 0 {
+            return;
+        }
+        if let Some(tx) = self.waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&id) {
+            let _ = tx.send(outcome);
+        }
+    }
+}
+
+/// Where the broker stored a delivered message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveredAt {
+    /// The partition.
+    pub partition: i32,
+    /// The message's offset in it.
+    pub offset: i64,
+}
+
 struct DeliveryContext {
     counters: Arc<Counters>,
+    waiters: Arc<Waiters>,
 }
 
 impl ClientContext for DeliveryContext {
@@ -184,15 +224,23 @@ pub(crate) fn forward_log(level: RDKafkaLogLevel, fac: &str, message: &str) {
 }
 
 impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, waiter: usize) {
         match result {
-            Ok(_) => {
+            Ok(message) => {
                 self.counters.delivered.fetch_add(1, Ordering::AcqRel);
+                self.waiters.resolve(
+                    waiter,
+                    Ok(DeliveredAt {
+                        partition: message.partition(),
+                        offset: message.offset(),
+                    }),
+                );
             }
             Err((error, message)) => {
                 self.counters.failed.fetch_add(1, Ordering::AcqRel);
+                self.waiters.resolve(waiter, Err(error.to_string()));
                 // What to log is read back from the message's headers: never the data.
                 let header = |name: &str| {
                     message
@@ -247,7 +295,8 @@ impl RouteState {
 /// the events behind it (of any route) are released when it is.
 #[derive(Default)]
 struct TopicGate {
-    parked: Mutex<std::collections::VecDeque<(ProducerRecord, Arc<RouteState>)>>,
+    /// Each with the number of its waiter (0: none).
+    parked: Mutex<std::collections::VecDeque<(ProducerRecord, Arc<RouteState>, usize)>>,
     /// How many are parked, read without the lock on the fast path.
     len: AtomicUsize,
 }
@@ -259,6 +308,7 @@ struct Inner {
     counters: Arc<Counters>,
     routes: RwLock<HashMap<RouteKey, Arc<RouteState>>>,
     gates: Mutex<HashMap<Arc<str>, Arc<TopicGate>>>,
+    waiters: Arc<Waiters>,
     registrar: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Arc<RouteState>>>>,
     closed: AtomicBool,
     policy: QueueFullPolicy,
@@ -322,8 +372,10 @@ impl KafkaProducer {
             .and_then(|v| v.parse::<usize>().ok())
             .unwrap_or(100_000);
         let counters = Arc::new(Counters::default());
+        let waiters = Arc::new(Waiters::default());
         let producer: ThreadedProducer<DeliveryContext> = config.create_with_context(DeliveryContext {
             counters: counters.clone(),
+            waiters: waiters.clone(),
         })?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -333,6 +385,7 @@ impl KafkaProducer {
             counters,
             routes: RwLock::default(),
             gates: Mutex::default(),
+            waiters,
             registrar: Mutex::new(Some(tx)),
             closed: AtomicBool::new(false),
             policy,
@@ -433,7 +486,32 @@ impl KafkaProducer {
         }
     }
 
-    fn produce_record(&self, record: ProducerRecord) -> Result<(), ProduceError> {
+    /// Produces one event, as [`Producer::produce`] does, and waits for the broker to
+    /// acknowledge it: returns where it landed, or why it was not delivered. Only the
+    /// returned future waits; the event goes out with the others, in order.
+    ///
+    /// ```no_run
+    /// # async fn example(producer: openedx_events::producer::kafka::KafkaProducer,
+    /// #                  record: openedx_events::producer::ProducerRecord) {
+    /// let at = producer.produce_and_confirm(record).await.expect("delivered");
+    /// println!("partition {} offset {}", at.partition, at.offset);
+    /// # }
+    /// ```
+    pub async fn produce_and_confirm(&self, record: ProducerRecord) -> Result<DeliveredAt, ProduceError> {
+        let (waiter, delivered) = self.inner.waiters.add();
+        if let Err(e) = self.produce_record(record, waiter) {
+            self.inner.waiters.forget(waiter);
+            return Err(e);
+        }
+        match delivered.await {
+            Ok(Ok(at)) => Ok(at),
+            Ok(Err(error)) => Err(backend_error(error)),
+            // The producer went away with the message.
+            Err(_) => Err(ProduceError::Closed),
+        }
+    }
+
+    fn produce_record(&self, record: ProducerRecord, waiter: usize) -> Result<(), ProduceError> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(ProduceError::Closed);
         }
@@ -443,7 +521,7 @@ impl KafkaProducer {
         }
         if route.gate.len.load(Ordering::Acquire) == 0 {
             if let Some(ids) = route.ready.get() {
-                return self.inner.send(&record, ids, self.inner.policy);
+                return self.inner.send(&record, ids, self.inner.policy, waiter);
             }
         }
         let mut parked = route.gate.parked.lock().unwrap_or_else(|e| e.into_inner());
@@ -451,14 +529,14 @@ impl KafkaProducer {
         if parked.is_empty() {
             if let Some(ids) = route.ready.get() {
                 drop(parked);
-                return self.inner.send(&record, ids, self.inner.policy);
+                return self.inner.send(&record, ids, self.inner.policy, waiter);
             }
         }
         if self.inner.counters.parked.load(Ordering::Acquire) >= self.inner.max_parked {
             return Err(ProduceError::BufferFull { waited: Duration::ZERO });
         }
         let settled = route.settled();
-        parked.push_back((record, route.clone()));
+        parked.push_back((record, route.clone(), waiter));
         route.gate.len.fetch_add(1, Ordering::AcqRel);
         self.inner.counters.parked.fetch_add(1, Ordering::AcqRel);
         self.inner.counters.accepted.fetch_add(1, Ordering::AcqRel);
@@ -655,7 +733,13 @@ thread_local! {
 
 impl Inner {
     /// Encodes and enqueues one event whose schema ids are known.
-    fn send(&self, record: &ProducerRecord, ids: &RouteIds, policy: QueueFullPolicy) -> Result<(), ProduceError> {
+    fn send(
+        &self,
+        record: &ProducerRecord,
+        ids: &RouteIds,
+        policy: QueueFullPolicy,
+        waiter: usize,
+    ) -> Result<(), ProduceError> {
         BUFFERS.with(|cell| {
             let mut guard = cell.borrow_mut();
             let (key_buf, value_buf) = &mut *guard;
@@ -673,7 +757,7 @@ impl Inner {
                 }
                 _ => false,
             };
-            let mut base = BaseRecord::to(&record.topic)
+            let mut base = BaseRecord::with_opaque_to(&record.topic, waiter)
                 .payload(&value_buf[..])
                 .headers(headers_for(&record.metadata));
             if has_key {
@@ -709,8 +793,9 @@ impl Inner {
     }
 
     /// Marks a parked event failed (its schemas could not be registered).
-    fn fail_parked(&self, record: &ProducerRecord, error: &str) {
+    fn fail_parked(&self, record: &ProducerRecord, error: &str, waiter: usize) {
         self.counters.failed.fetch_add(1, Ordering::AcqRel);
+        self.waiters.resolve(waiter, Err(error.to_owned()));
         tracing::error!(
             event_type = record.metadata.event_type,
             topic = &*record.topic,
@@ -802,21 +887,21 @@ async fn register_route(inner: std::sync::Weak<Inner>, registry: Arc<SchemaRegis
 fn release_settled(
     inner: &Inner,
     gate: &TopicGate,
-    parked: &mut std::collections::VecDeque<(ProducerRecord, Arc<RouteState>)>,
+    parked: &mut std::collections::VecDeque<(ProducerRecord, Arc<RouteState>, usize)>,
 ) -> usize {
     let mut released = 0;
-    while let Some((record, route)) = parked.front() {
+    while let Some((record, route, waiter)) = parked.front() {
         if let Some(ids) = route.ready.get() {
             // Already counted as accepted: undo before `send` counts it again.
             inner.counters.accepted.fetch_sub(1, Ordering::AcqRel);
             let wait = QueueFullPolicy::Wait(Duration::from_secs(3600));
-            if let Err(e) = inner.send(record, ids, wait) {
+            if let Err(e) = inner.send(record, ids, wait, *waiter) {
                 inner.counters.accepted.fetch_add(1, Ordering::AcqRel);
                 inner.counters.rejected.fetch_sub(1, Ordering::AcqRel);
-                inner.fail_parked(record, &e.to_string());
+                inner.fail_parked(record, &e.to_string(), *waiter);
             }
         } else if let Some(error) = route.failed.get() {
-            inner.fail_parked(record, error);
+            inner.fail_parked(record, error, *waiter);
         } else {
             break;
         }
@@ -863,7 +948,7 @@ impl Producer for KafkaProducer {
     }
 
     fn produce(&self, record: ProducerRecord) -> Result<(), ProduceError> {
-        self.produce_record(record)
+        self.produce_record(record, 0)
     }
 
     fn flush(&self, timeout: Duration) -> BoxFuture<'_, Result<(), ProduceError>> {
