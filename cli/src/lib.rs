@@ -56,8 +56,6 @@ mod consume;
 mod error;
 mod events;
 mod input;
-#[cfg(feature = "kafka")]
-mod kafka_lookup;
 mod output;
 mod produce;
 mod schema;

@@ -211,19 +211,19 @@ async fn produce_kafka(settings: &Settings, record: ProducerRecord, timeout: Dur
         other => CliError::backend(other.to_string()),
     })?;
     let topic = record.topic.to_string();
-    let event_id = record.metadata.id;
-    let lookup = crate::kafka_lookup::Lookup::snapshot(settings, &topic, timeout).await?;
-    producer.produce(record).map_err(|e| CliError::backend(e.to_string()))?;
-    let flushed = producer.flush(timeout).await;
-    let stats = producer.stats();
+    // The delivery report names the partition and offset.
+    let confirmed = tokio::time::timeout(timeout, producer.produce_and_confirm(record)).await;
     let _ = producer.shutdown(Duration::from_secs(1)).await;
-    flushed.map_err(|e| CliError::backend(format!("kafka: {e}")))?;
-    if stats.failed > 0 || stats.delivered == 0 {
-        return Err(CliError::backend(format!(
-            "kafka: the event was not delivered to {topic} (see the log above)"
-        )));
+    match confirmed {
+        Ok(Ok(at)) => Ok(Position::Kafka {
+            partition: at.partition,
+            offset: at.offset,
+        }),
+        Ok(Err(e)) => Err(CliError::backend(format!("kafka: {topic}: {e}"))),
+        Err(_) => Err(CliError::backend(format!(
+            "kafka: the event was not delivered to {topic} within {timeout:?}"
+        ))),
     }
-    lookup.find(event_id).await
 }
 
 #[cfg(not(feature = "kafka"))]
