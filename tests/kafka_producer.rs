@@ -632,3 +632,82 @@ async fn produce_and_confirm_returns_where_each_event_landed() {
     .unwrap_err();
     assert!(err.to_string().contains("Invalid schema"), "{err}");
 }
+
+/// Parked events released into a full librdkafka queue wait for room without holding up
+/// anyone: producing to their topic meanwhile returns at once, and once the brokers are
+/// back every event is delivered, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn releasing_into_a_full_queue_blocks_no_producer() {
+    let env = KafkaEnv::start();
+    let Some(cluster) = env.mock() else {
+        eprintln!("filling the queue needs a broker that can be stopped: this test needs the mock cluster");
+        return;
+    };
+    let registry = RegistryHandle::start();
+    let prefix = unique("release-full");
+    let ready = format!("{prefix}-ready");
+    let late = format!("{prefix}-late");
+    env.create_topic(&ready, 1);
+    env.create_topic(&late, 1);
+    let late_subject = format!("{late}-{XBLOCK_PUBLISHED}.CloudEvent");
+    registry.refuse(&late_subject);
+    let producer = KafkaProducer::from_settings(
+        &settings(&env, registry.url(), &prefix)
+            .with("EVENT_BUS_KAFKA_CONFIG_QUEUE_BUFFERING_MAX_MESSAGES", "5")
+            .with("EVENT_BUS_KAFKA_CONFIG_MESSAGE_TIMEOUT_MS", "120000"),
+    )
+    .unwrap();
+    producer.produce(record(&ready, event(0, "warm-up"))).unwrap();
+    producer.flush(Duration::from_secs(30)).await.unwrap();
+    for b in 1..=3 {
+        cluster.broker_down(b).unwrap();
+    }
+    // librdkafka's queue is full of `ready` events; three `late` events wait for their schema.
+    for i in 0..5 {
+        producer.produce(record(&ready, event(0, &format!("r{i}")))).unwrap();
+    }
+    for i in 0..3 {
+        producer.produce(record(&late, event(0, &i.to_string()))).unwrap();
+    }
+    registry.accept(&late_subject);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !registry.subjects().contains_key(&late_subject) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(producer.stats().parked, 3, "no room yet: {:?}", producer.stats());
+    // Producing to the topic being released answers at once (the event queues behind).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = producer.clone();
+    let late_topic = late.clone();
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let r = p.produce(record(&late_topic, event(0, "3")));
+        let _ = tx.send((r, started.elapsed()));
+    });
+    let (r, took) = rx
+        .recv_timeout(Duration::from_secs(2))
+        .expect("produce returned while the release waits for room");
+    r.expect("queued behind the parked events");
+    assert!(took < Duration::from_millis(200), "took {took:?}");
+    for b in 1..=3 {
+        cluster.broker_up(b).unwrap();
+    }
+    producer
+        .shutdown(Duration::from_secs(60))
+        .await
+        .expect("every event delivered");
+    assert_eq!(producer.stats().delivered, 10);
+    let messages = env.read_all(&late, 4, Duration::from_secs(20));
+    let order: Vec<String> = messages
+        .iter()
+        .map(|m| {
+            let payload = parse_frame(m.payload().unwrap()).unwrap().1;
+            openedx_events::avro::decode::<XBlockPublished>(payload)
+                .unwrap()
+                .xblock_info
+                .block_type
+        })
+        .collect();
+    assert_eq!(order, ["0", "1", "2", "3"]);
+}

@@ -852,53 +852,81 @@ async fn register_route(inner: std::sync::Weak<Inner>, registry: Arc<SchemaRegis
             }
         }
     };
-    let Some(inner) = inner.upgrade() else { return };
-    // Settle the route and release its topic's events in order, holding the topic's lock
-    // so that new events of the topic queue behind them.
-    let mut parked = route.gate.parked.lock().unwrap_or_else(|e| e.into_inner());
-    match outcome {
-        Ok(ids) => {
-            tracing::info!(
-                event_type = route.event_type,
-                topic = &*route.topic,
-                value_schema_id = ids.value_id,
-                key_schema_id = ids.key_id,
-                "schemas registered"
-            );
-            let _ = route.ready.set(ids);
-        }
-        Err(error) => {
-            tracing::error!(event_type = route.event_type, topic = &*route.topic, error = %error, "schema registration failed");
-            let _ = route.failed.set(error);
+    // Settle the route under the topic's lock, then release the topic's events in order.
+    {
+        let _parked = route.gate.parked.lock().unwrap_or_else(|e| e.into_inner());
+        match outcome {
+            Ok(ids) => {
+                tracing::info!(
+                    event_type = route.event_type,
+                    topic = &*route.topic,
+                    value_schema_id = ids.value_id,
+                    key_schema_id = ids.key_id,
+                    "schemas registered"
+                );
+                let _ = route.ready.set(ids);
+            }
+            Err(error) => {
+                tracing::error!(event_type = route.event_type, topic = &*route.topic, error = %error, "schema registration failed");
+                let _ = route.failed.set(error);
+            }
         }
     }
-    let released = release_settled(&inner, &route.gate, &mut parked);
-    tracing::debug!(
-        topic = &*route.topic,
-        released,
-        still_parked = parked.len(),
-        "parked events released"
-    );
+    release_gate(inner, &route).await;
+}
+
+/// Releases the settled events at the front of a route's topic queue. When librdkafka's
+/// queue is full it tries again a little later, without holding the topic's lock in
+/// between: producers of the topic queue behind and are never blocked.
+async fn release_gate(inner: std::sync::Weak<Inner>, route: &RouteState) {
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        let queue_full = {
+            let Some(inner) = inner.upgrade() else { return };
+            let mut parked = route.gate.parked.lock().unwrap_or_else(|e| e.into_inner());
+            let (released, queue_full) = release_settled(&inner, &route.gate, &mut parked);
+            tracing::debug!(
+                topic = &*route.topic,
+                released,
+                still_parked = parked.len(),
+                queue_full,
+                "parked events released"
+            );
+            queue_full
+        };
+        if !queue_full {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_millis(100));
+    }
 }
 
 /// Sends (or fails) the parked events at the front of a topic's queue whose routes are
-/// settled, stopping at the first one whose route is still being registered. Returns how
-/// many left the queue.
+/// settled, stopping at the first one whose route is still being registered, or when
+/// librdkafka's queue is full. Returns how many left the queue, and whether it stopped
+/// on a full queue.
 fn release_settled(
     inner: &Inner,
     gate: &TopicGate,
     parked: &mut std::collections::VecDeque<(ProducerRecord, Arc<RouteState>, usize)>,
-) -> usize {
+) -> (usize, bool) {
     let mut released = 0;
     while let Some((record, route, waiter)) = parked.front() {
         if let Some(ids) = route.ready.get() {
             // Already counted as accepted: undo before `send` counts it again.
             inner.counters.accepted.fetch_sub(1, Ordering::AcqRel);
-            let wait = QueueFullPolicy::Wait(Duration::from_secs(3600));
-            if let Err(e) = inner.send(record, ids, wait, *waiter) {
-                inner.counters.accepted.fetch_add(1, Ordering::AcqRel);
-                inner.counters.rejected.fetch_sub(1, Ordering::AcqRel);
-                inner.fail_parked(record, &e.to_string(), *waiter);
+            match inner.send(record, ids, QueueFullPolicy::Reject, *waiter) {
+                Ok(()) => {}
+                Err(e) => {
+                    // Still accepted, not rejected: it stays parked or is reported failed.
+                    inner.counters.accepted.fetch_add(1, Ordering::AcqRel);
+                    inner.counters.rejected.fetch_sub(1, Ordering::AcqRel);
+                    if matches!(e, ProduceError::BufferFull { .. }) {
+                        return (released, true);
+                    }
+                    inner.fail_parked(record, &e.to_string(), *waiter);
+                }
             }
         } else if let Some(error) = route.failed.get() {
             inner.fail_parked(record, error, *waiter);
@@ -910,7 +938,7 @@ fn release_settled(
         inner.counters.parked.fetch_sub(1, Ordering::AcqRel);
         released += 1;
     }
-    released
+    (released, false)
 }
 
 enum Attempt {
