@@ -273,3 +273,42 @@ fn fields_are_read_in_any_order_wherever_the_order_breaks() {
     let reversed: Vec<_> = fields.iter().rev().cloned().collect();
     assert_eq!(read(&reversed).unwrap(), event, "reversed");
 }
+
+/// Python refuses falsy values (`0`, `False`, `""`) as missing arguments and reads falsy
+/// values of defaulted fields back as their default. Here they are values like any
+/// other: sent, received, written and read unchanged.
+#[test]
+fn falsy_values_are_values() {
+    let falsy = AllFields {
+        text: String::new(),
+        flag: false,
+        long: 0,
+        int: 0,
+        unsigned: 0,
+        real: 0.0,
+        raw: Vec::new(),
+        maybe: Some(String::new()),
+        list: Vec::new(),
+        map: Map::new(),
+        hash: HashMap::new(),
+        btree: BTreeMap::new(),
+        inner: Inner { label: String::new() },
+        inners: Vec::new(),
+        maybe_inner: Some(Inner { label: String::new() }),
+        r#type: String::new(),
+        ..sample()
+    };
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let s = seen.clone();
+    let id = AllFields::signal().connect(move |ev| *s.lock().unwrap() = Some((*ev.data).clone()));
+    AllFields::signal().send_event(falsy.clone());
+    AllFields::signal().disconnect(id);
+    assert_eq!(seen.lock().unwrap().take().as_ref(), Some(&falsy), "received");
+
+    let bytes = avro::encode(&falsy).unwrap();
+    assert_eq!(avro::decode::<AllFields>(&bytes).unwrap(), falsy, "Avro");
+    let json = serde_json::to_value(&falsy).unwrap();
+    assert_eq!(json["maybe"], "");
+    assert_eq!(json["maybe_inner"]["label"], "");
+    assert_eq!(serde_json::from_value::<AllFields>(json).unwrap(), falsy, "JSON");
+}
