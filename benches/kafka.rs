@@ -10,7 +10,7 @@
 //! The broker is librdkafka's mock cluster unless `KAFKA_BOOTSTRAP_SERVERS` is set; the
 //! registry is the project's test registry unless `EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL` is.
 //! Run: `cargo bench -p openedx-events --bench kafka`. Sizes: `KAFKA_BENCH_EVENTS`
-//! (default 500000), `KAFKA_BENCH_PY_EVENTS` (default 20000). `OEV_PYTHON` names a Python
+//! (default 500000), `KAFKA_BENCH_PY_EVENTS` (default 20000). `OEV_VENV_PYTHON` names a Python
 //! with the stack installed; otherwise `tests/python/setup.sh` makes the venv.
 
 #[path = "../tests/support/kafka.rs"]

@@ -12,7 +12,7 @@
 //!
 //! Run: `cargo bench -p openedx-events --bench redis`. `REDIS_URL` (default
 //! `redis://127.0.0.1:6379/`), `OEV_BENCH_N` (default 200000 events for ours and
-//! redis-benchmark), `OEV_BENCH_PY_N` (default 5000 for Python), `OEV_PYTHON` (else the venv),
+//! redis-benchmark), `OEV_BENCH_PY_N` (default 5000 for Python), `OEV_VENV_PYTHON` (else the venv),
 //! `OEV_BENCH_ONLY=consumer` (the consumer part alone, on `OEV_BENCH_N` events).
 
 #[path = "../tests/redis_support/mod.rs"]

@@ -3,7 +3,7 @@
 //! (`../shared/bench/py_baseline.py N null`: openedx-events' generic handler with a
 //! do-nothing producer), measured in one run.
 //!
-//! Run: `cargo bench -p openedx-events --bench send_event`. Set `OEV_PYTHON` to a
+//! Run: `cargo bench -p openedx-events --bench send_event`. Set `OEV_VENV_PYTHON` to a
 //! Python with openedx-events installed, or let it run `tests/python/setup.sh`.
 
 #[path = "../tests/support/python.rs"]
@@ -102,6 +102,6 @@ fn main() {
                 }
             );
         }
-        None => println!("  python : unavailable (set OEV_PYTHON or fix tests/python/setup.sh)"),
+        None => println!("  python : unavailable (set OEV_VENV_PYTHON or fix tests/python/setup.sh)"),
     }
 }

@@ -14,12 +14,14 @@ pub fn python() -> PathBuf {
     try_python().unwrap_or_else(|e| panic!("{e}: the Python interop venv is required"))
 }
 
-/// The venv's python: `OEV_PYTHON` when set, else the one `tests/python/setup.sh` makes
-/// (run once per process). Benchmarks use the error to report Rust figures alone.
+/// The venv's python: `OEV_VENV_PYTHON` when set (a Python that already has the
+/// packages of tests/python/requirements.txt), else the one `tests/python/setup.sh` makes
+/// (run once per process; its `OEV_PYTHON` is the interpreter the venv is made from).
+/// Benchmarks use the error to report Rust figures alone.
 pub fn try_python() -> Result<PathBuf, String> {
     static PY: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
     PY.get_or_init(|| {
-        if let Some(p) = std::env::var_os("OEV_PYTHON") {
+        if let Some(p) = std::env::var_os("OEV_VENV_PYTHON") {
             return Ok(PathBuf::from(p));
         }
         let script = python_dir().join("setup.sh");
