@@ -30,9 +30,9 @@ use kafka_support::KafkaEnv;
 use openedx_events::catalog::content_authoring::*;
 use openedx_events::consumer::kafka::{KafkaConsumer, KafkaConsumerOptions};
 use openedx_events::producer::kafka::{headers_for, KafkaProducer};
-use openedx_events::producer::{KeyFieldInfo, Producer as _, ProducerRecord};
+use openedx_events::producer::{Producer as _, ProducerRecord};
 use openedx_events::schema_registry::{frame_header, key_subject, value_subject, SchemaRegistryClient};
-use openedx_events::{producer_config, EventBus, EventKey, EventMetadata, OpenEdxEvent, Settings};
+use openedx_events::{producer_config, EventBus, EventMetadata, OpenEdxEvent, Settings};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -346,16 +346,7 @@ fn main() {
     raw_producer.round(1000);
 
     let direct = KafkaProducer::from_settings(&settings(&env, &registry, prefix)).unwrap();
-    let template = ProducerRecord {
-        topic: topic.as_str().into(),
-        key: Some(EventKey::String(USAGE_KEY.into())),
-        key_field: Some(KeyFieldInfo {
-            name: "usage_key",
-            avro_type: "string",
-        }),
-        metadata: EventMetadata::generate(XBlockPublished::EVENT_TYPE, 0),
-        data: Arc::new(data.clone()),
-    };
+    let template = kafka_support::usage_key_record(&topic, &data.xblock_info.usage_key, data.clone());
     direct_round(&rt, &direct, &template, 1000);
 
     let (mut ours_rates, mut raw_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
@@ -416,16 +407,11 @@ fn main() {
             .parse()
             .unwrap();
         producer
-            .produce(ProducerRecord {
-                topic: consumer_topic.into(),
-                key: Some(EventKey::String(ev.xblock_info.usage_key.to_string())),
-                key_field: Some(KeyFieldInfo {
-                    name: "usage_key",
-                    avro_type: "string",
-                }),
-                metadata: EventMetadata::generate(XBlockPublished::EVENT_TYPE, 0),
-                data: Arc::new(ev),
-            })
+            .produce(kafka_support::usage_key_record(
+                consumer_topic,
+                &ev.xblock_info.usage_key.clone(),
+                ev,
+            ))
             .unwrap();
     }
     rt.block_on(producer.shutdown(Duration::from_secs(120))).unwrap();

@@ -18,8 +18,8 @@ use openedx_events::consumer::kafka::{KafkaConsumer, KafkaConsumerError, KafkaCo
 use openedx_events::consumer::ConsumerOptions;
 use openedx_events::keys::UsageKey;
 use openedx_events::producer::kafka::KafkaProducer;
-use openedx_events::producer::{KeyFieldInfo, Producer, ProducerRecord};
-use openedx_events::{EventKey, EventMetadata, OpenEdxEvent, Settings};
+use openedx_events::producer::Producer;
+use openedx_events::{EventMetadata, OpenEdxEvent, Settings};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -72,20 +72,9 @@ impl Fixture {
         let producer = KafkaProducer::from_settings(&self.settings()).unwrap();
         let mut out = Vec::new();
         for ev in events {
-            let metadata = EventMetadata::generate(XBlockPublished::EVENT_TYPE, 0);
-            out.push(metadata.clone());
-            producer
-                .produce(ProducerRecord {
-                    topic: self.topic.as_str().into(),
-                    key: Some(EventKey::String(ev.xblock_info.usage_key.to_string())),
-                    key_field: Some(KeyFieldInfo {
-                        name: "usage_key",
-                        avro_type: "string",
-                    }),
-                    metadata,
-                    data: Arc::new(ev.clone()),
-                })
-                .unwrap();
+            let record = kafka_support::usage_key_record(&self.topic, &ev.xblock_info.usage_key, ev.clone());
+            out.push(record.metadata.clone());
+            producer.produce(record).unwrap();
         }
         producer.shutdown(Duration::from_secs(30)).await.unwrap();
         out
@@ -440,16 +429,11 @@ async fn consumes_every_message_of_a_busy_topic_in_order_per_key() {
     for i in 0..N {
         let ev = event(i % 8, &i.to_string());
         producer
-            .produce(ProducerRecord {
-                topic: f.topic.as_str().into(),
-                key: Some(EventKey::String(ev.xblock_info.usage_key.to_string())),
-                key_field: Some(KeyFieldInfo {
-                    name: "usage_key",
-                    avro_type: "string",
-                }),
-                metadata: EventMetadata::generate(XBlockPublished::EVENT_TYPE, 0),
-                data: Arc::new(ev),
-            })
+            .produce(kafka_support::usage_key_record(
+                &f.topic,
+                &ev.xblock_info.usage_key.clone(),
+                ev,
+            ))
             .unwrap();
     }
     producer.shutdown(Duration::from_secs(60)).await.unwrap();

@@ -17,9 +17,9 @@ use kafka_support::{headers, unique, KafkaEnv};
 use openedx_events::catalog::content_authoring::*;
 use openedx_events::keys::UsageKey;
 use openedx_events::producer::kafka::KafkaProducer;
-use openedx_events::producer::{KeyFieldInfo, ProduceError, Producer, ProducerRecord};
+use openedx_events::producer::{ProduceError, Producer, ProducerRecord};
 use openedx_events::schema_registry::{parse_frame, SchemaRegistryClient};
-use openedx_events::{producer_config, EventBus, EventKey, EventMetadata, OpenEdxEvent, Settings};
+use openedx_events::{producer_config, EventBus, OpenEdxEvent, Settings};
 use rdkafka::Message;
 use registry_support::RegistryHandle;
 
@@ -68,16 +68,7 @@ fn kafka(bus: &EventBus) -> &KafkaProducer {
 }
 
 fn record(topic: &str, ev: XBlockPublished) -> ProducerRecord {
-    ProducerRecord {
-        topic: topic.into(),
-        key: Some(EventKey::String(ev.xblock_info.usage_key.to_string())),
-        key_field: Some(KeyFieldInfo {
-            name: "usage_key",
-            avro_type: "string",
-        }),
-        metadata: EventMetadata::generate(XBlockPublished::EVENT_TYPE, 0),
-        data: Arc::new(ev),
-    }
+    kafka_support::usage_key_record(topic, &ev.xblock_info.usage_key.clone(), ev)
 }
 
 /// Avro `string` as schemaless binary: zig-zag length, then the bytes.
@@ -481,19 +472,8 @@ async fn late_schema_of_one_type(refused_for_good: bool) {
     registry.refuse(&deleted_subject);
     let producer = KafkaProducer::from_settings(&settings(&env, registry.url(), &prefix)).unwrap();
     let deleted = |i: usize| {
-        let ev = XBlockDeleted {
-            xblock_info: event(0, &i.to_string()).xblock_info,
-        };
-        ProducerRecord {
-            topic: topic.as_str().into(),
-            key: Some(EventKey::String(ev.xblock_info.usage_key.to_string())),
-            key_field: Some(KeyFieldInfo {
-                name: "usage_key",
-                avro_type: "string",
-            }),
-            metadata: EventMetadata::generate(XBlockDeleted::EVENT_TYPE, 0),
-            data: Arc::new(ev),
-        }
+        let xblock_info = event(0, &i.to_string()).xblock_info;
+        kafka_support::usage_key_record(&topic, &xblock_info.usage_key.clone(), XBlockDeleted { xblock_info })
     };
     // One key; every third event is a deletion, whose schema the registry refuses.
     let n = 12;

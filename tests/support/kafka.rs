@@ -3,7 +3,12 @@
 //! create topics and read a topic back with plain rdkafka.
 #![allow(dead_code)]
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use openedx_events::keys::UsageKey;
+use openedx_events::producer::{KeyFieldInfo, ProducerRecord};
+use openedx_events::{EventKey, EventMetadata, OpenEdxEvent};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -128,4 +133,19 @@ pub fn headers(m: &OwnedMessage) -> Vec<(String, String)> {
         }
     }
     out
+}
+
+/// A record of an XBlock event for `topic`, keyed as `event_key_field:
+/// "xblock_info.usage_key"` keys it, with new metadata.
+pub fn usage_key_record<E: OpenEdxEvent>(topic: &str, usage_key: &UsageKey, data: E) -> ProducerRecord {
+    ProducerRecord {
+        topic: topic.into(),
+        key: Some(EventKey::String(usage_key.to_string())),
+        key_field: Some(KeyFieldInfo {
+            name: "usage_key",
+            avro_type: "string",
+        }),
+        metadata: EventMetadata::generate(E::EVENT_TYPE, E::MINOR_VERSION),
+        data: Arc::new(data),
+    }
 }
