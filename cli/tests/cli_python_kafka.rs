@@ -17,14 +17,9 @@ use std::process::Command;
 
 use common::{cli, stdout};
 use kafka_support::{unique, KafkaEnv};
-use redis_support::{python, python_dir};
+use redis_support::{interop_events, python, python_dir};
 use registry_support::RegistryHandle;
 use serde_json::Value;
-
-fn interop_events() -> Vec<Value> {
-    let path = python_dir().join("interop_events.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
 
 fn json_lines(bytes: &[u8]) -> Vec<Value> {
     String::from_utf8_lossy(bytes)

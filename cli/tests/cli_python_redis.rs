@@ -9,13 +9,8 @@ mod redis_support;
 use std::process::Command;
 
 use common::{cli, stdout, unique};
-use redis_support::{python, python_dir, Cleanup};
+use redis_support::{interop_events, python, python_dir, Cleanup};
 use serde_json::Value;
-
-fn interop_events() -> Vec<Value> {
-    let path = python_dir().join("interop_events.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
 
 fn tool(prefix: &str) -> assert_cmd::Command {
     let mut c = cli();
