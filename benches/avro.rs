@@ -206,89 +206,48 @@ fn parts(n: u32, batches: usize) {
 /// decoding into plain serde-derived structs (owned strings, no key or time checks).
 /// These bound how fast a typed decode through the crate can be.
 fn floors(n: u32, batches: usize) {
+    // Strings as `S`: `String` (owned) or `&str` (borrowed from the bytes).
     #[derive(serde::Deserialize)]
     #[allow(dead_code)]
-    struct Pii {
-        username: String,
-        email: String,
-        name: String,
+    struct Pii<S> {
+        username: S,
+        email: S,
+        name: S,
     }
     #[derive(serde::Deserialize)]
     #[allow(dead_code)]
-    struct User {
+    struct User<S> {
         id: i64,
         is_active: bool,
-        pii: Pii,
+        pii: Pii<S>,
     }
     #[derive(serde::Deserialize)]
     #[allow(dead_code)]
-    struct Course {
-        course_key: String,
-        display_name: String,
-        start: Option<String>,
-        end: Option<String>,
+    struct Course<S> {
+        course_key: S,
+        display_name: S,
+        start: Option<S>,
+        end: Option<S>,
     }
     #[derive(serde::Deserialize)]
     #[allow(dead_code)]
-    struct Enrollment {
-        user: User,
-        course: Course,
-        mode: String,
+    struct Enrollment<S> {
+        user: User<S>,
+        course: Course<S>,
+        mode: S,
         is_active: bool,
-        creation_date: String,
-        created_by: Option<User>,
+        creation_date: S,
+        created_by: Option<User<S>>,
     }
     #[derive(serde::Deserialize)]
     #[allow(dead_code)]
-    struct Event {
-        enrollment: Enrollment,
-    }
-    #[derive(serde::Deserialize)]
-    #[allow(dead_code)]
-    struct BorrowedPii<'a> {
-        username: &'a str,
-        email: &'a str,
-        name: &'a str,
-    }
-    #[derive(serde::Deserialize)]
-    #[allow(dead_code)]
-    struct BorrowedUser<'a> {
-        id: i64,
-        is_active: bool,
-        #[serde(borrow)]
-        pii: BorrowedPii<'a>,
-    }
-    #[derive(serde::Deserialize)]
-    #[allow(dead_code)]
-    struct BorrowedCourse<'a> {
-        course_key: &'a str,
-        display_name: &'a str,
-        start: Option<&'a str>,
-        end: Option<&'a str>,
-    }
-    #[derive(serde::Deserialize)]
-    #[allow(dead_code)]
-    struct BorrowedEnrollment<'a> {
-        #[serde(borrow)]
-        user: BorrowedUser<'a>,
-        #[serde(borrow)]
-        course: BorrowedCourse<'a>,
-        mode: &'a str,
-        is_active: bool,
-        creation_date: &'a str,
-        #[serde(borrow)]
-        created_by: Option<BorrowedUser<'a>>,
-    }
-    #[derive(serde::Deserialize)]
-    #[allow(dead_code)]
-    struct BorrowedEvent<'a> {
-        #[serde(borrow)]
-        enrollment: BorrowedEnrollment<'a>,
+    struct Event<S> {
+        enrollment: Enrollment<S>,
     }
     let bytes = avro::encode(&enrollment()).expect("encodes");
     let schema = CourseEnrollmentCreated::avro_schema().parsed();
     let borrowed = time(n, batches, || {
-        let v: BorrowedEvent = serde_avro_fast::from_datum_slice(black_box(&bytes), schema).expect("decodes");
+        let v: Event<&str> = serde_avro_fast::from_datum_slice(black_box(&bytes), schema).expect("decodes");
         black_box(v);
     });
     let walk = time(n, batches, || {
@@ -296,7 +255,7 @@ fn floors(n: u32, batches: usize) {
         black_box(v);
     });
     let plain = time(n, batches, || {
-        let v: Event = serde_avro_fast::from_datum_slice(black_box(&bytes), schema).expect("decodes");
+        let v: Event<String> = serde_avro_fast::from_datum_slice(black_box(&bytes), schema).expect("decodes");
         black_box(v);
     });
     println!(
