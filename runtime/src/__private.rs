@@ -29,8 +29,17 @@ pub mod field {
     }
 }
 
-/// Checks at compile time that a field type is supported (the error points at the type).
-pub const fn assert_field<T: EventField>() {}
+/// Checks at compile time that a field type is supported (the error points at the type),
+/// and that it holds no `Option` directly inside an `Option`.
+pub const fn assert_field<T: EventField>() {
+    if T::NESTED_OPTION {
+        panic!(
+            "an `Option` directly inside an `Option` cannot be a field of an Open edX event: its Avro \
+             schema would be a union inside a union, which Avro and the Schema Registry reject, and \
+             `Some(None)` could not be told from `None` on the wire; use a single `Option`"
+        );
+    }
+}
 
 /// Checks at compile time that a key path ends on a scalar (the error points at the path).
 pub fn key_of<T: KeyField>(value: &T) -> Option<EventKey> {

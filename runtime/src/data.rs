@@ -128,6 +128,13 @@ pub trait EventField: Sized + Send + Sync + 'static {
     /// Whether the field may be absent on the wire (`["null", T]` with default null).
     const OPTIONAL: bool = false;
 
+    /// Whether this type holds an `Option` directly inside an `Option`, at any depth of
+    /// lists and maps. Such a field is refused at build time: its schema would be a union
+    /// inside a union, which Avro and the Schema Registry reject, and `Some(None)` could
+    /// not be told from `None` on the wire.
+    #[doc(hidden)]
+    const NESTED_OPTION: bool = false;
+
     /// The Avro type of this field.
     fn avro_schema(cx: &mut SchemaContext) -> Value;
 
@@ -340,6 +347,7 @@ impl KeyField for Uuid {
 impl<T: EventField> EventField for Option<T> {
     const SHAPE: Shape = T::SHAPE;
     const OPTIONAL: bool = true;
+    const NESTED_OPTION: bool = T::OPTIONAL || T::NESTED_OPTION;
     fn avro_schema(cx: &mut SchemaContext) -> Value {
         json!(["null", T::avro_schema(cx)])
     }
@@ -371,6 +379,7 @@ impl<T: KeyField> KeyField for Option<T> {
 
 impl<T: EventField> EventField for Vec<T> {
     const SHAPE: Shape = Shape::List;
+    const NESTED_OPTION: bool = T::NESTED_OPTION;
     fn avro_schema(cx: &mut SchemaContext) -> Value {
         json!({"type": "array", "items": T::avro_schema(cx)})
     }
@@ -474,6 +483,7 @@ macro_rules! map_field {
     ($($gen:ident),* ; $ty:ty) => {
         impl<V: EventField $(, $gen: std::hash::BuildHasher + Default + Send + Sync + 'static)*> EventField for $ty {
             const SHAPE: Shape = Shape::Map;
+            const NESTED_OPTION: bool = V::NESTED_OPTION;
             fn avro_schema(cx: &mut SchemaContext) -> Value {
                 json!({"type": "map", "values": V::avro_schema(cx)})
             }
