@@ -312,3 +312,35 @@ fn falsy_values_are_values() {
     assert_eq!(json["maybe_inner"]["label"], "");
     assert_eq!(serde_json::from_value::<AllFields>(json).unwrap(), falsy, "JSON");
 }
+
+/// An optional field written through a type alias of `Option`.
+pub type Maybe<T> = Option<T>;
+
+/// Sent in this test, with an optional field spelled through an alias.
+#[openedx_event("org.openedx.learning.test_fields.aliased.v1")]
+#[derive(Clone, Debug, PartialEq)]
+pub struct AliasedOptional {
+    /// An id.
+    pub id: i64,
+    /// A note, optional through `Maybe`.
+    pub note: Maybe<String>,
+}
+
+/// Whether a field may be absent is decided from its type, not its spelling: the
+/// schema gives `note` a default, so old data and JSON without it must read as `None`.
+#[test]
+fn an_optional_field_through_a_type_alias_may_be_absent() {
+    let fields = &AliasedOptional::avro_schema().json()["fields"];
+    assert_eq!(
+        fields[1],
+        json!({"name": "note", "type": ["null", "string"], "default": null})
+    );
+    let from_json: AliasedOptional = serde_json::from_value(json!({"id": 4})).expect("JSON without `note`");
+    assert_eq!(from_json, AliasedOptional { id: 4, note: None });
+    let old: serde_avro_fast::Schema = r#"{"type": "record", "name": "CloudEvent", "fields": [
+        {"name": "id", "type": "long"}]}"#
+        .parse()
+        .unwrap();
+    let from_old: AliasedOptional = avro::decode_with_writer_schema(&[8], &old).expect("old data without `note`");
+    assert_eq!(from_old, AliasedOptional { id: 4, note: None });
+}

@@ -86,14 +86,6 @@ impl<'a> Record<'a> {
     }
 }
 
-/// Whether a type is written `Option<...>` (to default it when absent on the wire).
-pub fn is_option(ty: &Type) -> bool {
-    match ty {
-        Type::Path(p) if p.qself.is_none() => p.path.segments.last().is_some_and(|s| s.ident == "Option"),
-        _ => false,
-    }
-}
-
 #[allow(dead_code)]
 pub fn call_site() -> Span {
     Span::call_site()

@@ -6,7 +6,7 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::DeriveInput;
 
-use crate::ast::{self, Record};
+use crate::ast::Record;
 use crate::{attr, valid};
 
 /// `#[derive(EventData)]`.
@@ -104,15 +104,10 @@ fn record_impls(record: &Record, record_name: &str) -> TokenStream {
     let missing = record.fields.iter().zip(&locals).map(|(f, local)| {
         let name = &f.name;
         let ty = f.ty;
-        if ast::is_option(ty) {
-            quote! { let #local: #ty = match #local { ::std::option::Option::Some(v) => v, ::std::option::Option::None => ::std::option::Option::None }; }
-        } else {
-            quote! {
-                let #local: #ty = match #local {
-                    ::std::option::Option::Some(v) => v,
-                    ::std::option::Option::None => return ::std::result::Result::Err(<A::Error as ::openedx_events::__private::serde::de::Error>::missing_field(#name)),
-                };
-            }
+        // Whether the field may be absent is the type's to say (an alias of `Option` is
+        // optional too), as for its schema's default.
+        quote! {
+            let #local: #ty = ::openedx_events::__private::take_field::<#ty, A::Error>(#local, #name)?;
         }
     });
     let seq_reads = locals.iter().zip(&tys).enumerate().map(|(i, (local, ty))| {

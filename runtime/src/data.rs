@@ -135,6 +135,12 @@ pub trait EventField: Sized + Send + Sync + 'static {
     #[doc(hidden)]
     const NESTED_OPTION: bool = false;
 
+    /// The value of this field when the data lacks it: `None` for an optional field
+    /// (one whose [`OPTIONAL`](Self::OPTIONAL) is `true`), no value (an error) for the others.
+    fn absent() -> Option<Self> {
+        None
+    }
+
     /// The Avro type of this field.
     fn avro_schema(cx: &mut SchemaContext) -> Value;
 
@@ -348,6 +354,9 @@ impl<T: EventField> EventField for Option<T> {
     const SHAPE: Shape = T::SHAPE;
     const OPTIONAL: bool = true;
     const NESTED_OPTION: bool = T::OPTIONAL || T::NESTED_OPTION;
+    fn absent() -> Option<Self> {
+        Some(None)
+    }
     fn avro_schema(cx: &mut SchemaContext) -> Value {
         json!(["null", T::avro_schema(cx)])
     }
@@ -623,6 +632,16 @@ pub fn avro_record_schema<T: EventDataInfo>(cx: &mut SchemaContext) -> Value {
         json!({"name": T::RECORD_NAME, "type": "record", "fields": T::avro_fields(cx)})
     } else {
         Value::String(T::RECORD_NAME.to_owned())
+    }
+}
+
+/// The value of field `name` read from a record: what was read, else the type's value
+/// for an absent field ([`EventField::absent`]), else a `missing field` error.
+#[doc(hidden)]
+pub fn take_field<T: EventField, E: de::Error>(read: Option<T>, name: &'static str) -> Result<T, E> {
+    match read {
+        Some(value) => Ok(value),
+        None => T::absent().ok_or_else(|| E::missing_field(name)),
     }
 }
 
