@@ -344,3 +344,148 @@ fn an_optional_field_through_a_type_alias_may_be_absent() {
     let from_old: AliasedOptional = avro::decode_with_writer_schema(&[8], &old).expect("old data without `note`");
     assert_eq!(from_old, AliasedOptional { id: 4, note: None });
 }
+
+/// Records named like the items and type parameters a derive might generate.
+mod shadowing {
+    use openedx_events::{openedx_event, EventData, Map};
+
+    /// Named `Field`.
+    #[derive(EventData, Clone, Debug, PartialEq)]
+    pub struct Field {
+        /// A number.
+        pub x: i64,
+    }
+
+    /// Named `FieldVisitor`.
+    #[derive(EventData, Clone, Debug, PartialEq)]
+    pub struct FieldVisitor {
+        /// A `Field`.
+        pub field: Field,
+    }
+
+    /// Named `RecordVisitor`.
+    #[derive(EventData, Clone, Debug, PartialEq)]
+    pub struct RecordVisitor {
+        /// A `FieldVisitor`.
+        pub visitor: FieldVisitor,
+        /// `Field`s.
+        pub fields: Vec<Field>,
+    }
+
+    /// Named `D`.
+    #[derive(EventData, Clone, Debug, PartialEq)]
+    pub struct D {
+        /// A flag.
+        pub flag: bool,
+    }
+
+    /// Named `S`.
+    #[derive(EventData, Clone, Debug, PartialEq)]
+    pub struct S {
+        /// A `D`.
+        pub d: Option<D>,
+    }
+
+    /// An event named `A`, with fields of all of them.
+    #[openedx_event("org.openedx.learning.test_fields.shadowing.v1")]
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct A {
+        /// A `Field`.
+        pub field: Field,
+        /// A `RecordVisitor`.
+        pub record: Option<RecordVisitor>,
+        /// A map of `S`.
+        pub s: Map<S>,
+        /// A `D`.
+        pub d: D,
+    }
+}
+
+/// A record or field type named `Field`, `FieldVisitor`, `RecordVisitor`, `A`, `D` or
+/// `S` is not shadowed by what the macros generate: it compiles and round-trips.
+#[test]
+fn records_named_like_generated_items_compile_and_round_trip() {
+    use shadowing::*;
+    let event = A {
+        field: Field { x: 1 },
+        record: Some(RecordVisitor {
+            visitor: FieldVisitor { field: Field { x: 2 } },
+            fields: vec![Field { x: 3 }],
+        }),
+        s: [(
+            "k".to_owned(),
+            S {
+                d: Some(D { flag: true }),
+            },
+        )]
+        .into_iter()
+        .collect(),
+        d: D { flag: false },
+    };
+    let bytes = avro::encode(&event).unwrap();
+    assert_eq!(avro::decode::<A>(&bytes).unwrap(), event);
+    let json = serde_json::to_value(&event).unwrap();
+    assert_eq!(serde_json::from_value::<A>(json).unwrap(), event);
+}
+
+/// Type strings that differ only where the old alias spelling merged them.
+mod aliases {
+    use openedx_events::openedx_event;
+
+    /// `a__b`.
+    #[openedx_event("org.openedx.learning.test_alias.a__b.v1")]
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct Underscores {
+        /// An id.
+        pub id: i64,
+    }
+
+    /// `a.b`.
+    #[openedx_event("org.openedx.learning.test_alias.a.b.v1")]
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct Dotted {
+        /// An id.
+        pub id: i64,
+    }
+
+    /// `b-c`.
+    #[openedx_event("org.openedx.learning.test_alias.b-c.v1")]
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct Hyphen {
+        /// An id.
+        pub id: i64,
+    }
+
+    /// `b_x2d_c`.
+    #[openedx_event("org.openedx.learning.test_alias.b_x2d_c.v1")]
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct Spelled {
+        /// An id.
+        pub id: i64,
+    }
+}
+
+/// Each type string names its own event in `producer_config!`, however close the
+/// strings are.
+#[test]
+fn close_type_strings_name_their_own_events() {
+    use aliases::*;
+    let config = openedx_events::producer_config! {
+        "org.openedx.learning.test_alias.a__b.v1" => [{ topic: "t1", event_key_field: "id", enabled: true }],
+        "org.openedx.learning.test_alias.a.b.v1" => [{ topic: "t2", event_key_field: "id", enabled: true }],
+        "org.openedx.learning.test_alias.b-c.v1" => [{ topic: "t3", event_key_field: "id", enabled: true }],
+        "org.openedx.learning.test_alias.b_x2d_c.v1" => [{ topic: "t4", event_key_field: "id", enabled: true }],
+    };
+    let got: Vec<(&str, &str)> = config.routes().iter().map(|r| (r.event_type, r.topic)).collect();
+    assert_eq!(
+        got,
+        [
+            (Underscores::EVENT_TYPE, "t1"),
+            (Dotted::EVENT_TYPE, "t2"),
+            (Hyphen::EVENT_TYPE, "t3"),
+            (Spelled::EVENT_TYPE, "t4"),
+        ]
+    );
+    assert_eq!(Underscores::EVENT_TYPE, "org.openedx.learning.test_alias.a__b.v1");
+    assert_eq!(Spelled::EVENT_TYPE, "org.openedx.learning.test_alias.b_x2d_c.v1");
+}

@@ -178,7 +178,7 @@ fn parse(input: TokenStream) -> syn::Result<Vec<EventBlock>> {
 struct CheckedRoute {
     topic: LitStr,
     key_lit: LitStr,
-    segments: Vec<String>,
+    segments: Vec<Ident>,
     enabled: LitBool,
 }
 
@@ -266,15 +266,6 @@ fn validate(blocks: &[EventBlock]) -> syn::Result<Vec<(TokenStream, bool, Vec<Ch
     }
 }
 
-fn field_ident(name: &str, span: Span) -> Ident {
-    syn::parse_str::<Ident>(name)
-        .map(|mut i| {
-            i.set_span(span);
-            i
-        })
-        .unwrap_or_else(|_| Ident::new_raw(name, span))
-}
-
 pub fn expand(input: TokenStream) -> syn::Result<TokenStream> {
     let blocks = parse(input)?;
     let checked = validate(&blocks)?;
@@ -285,11 +276,10 @@ pub fn expand(input: TokenStream) -> syn::Result<TokenStream> {
             let topic = &r.topic;
             let path = &r.key_lit;
             let enabled = &r.enabled;
-            let first = field_ident(&r.segments[0], span);
-            let steps = r.segments[1..].iter().map(|s| {
-                let f = field_ident(s, span);
-                quote_spanned!(span=> let __v = &::openedx_events::__private::nav(__v)?.#f;)
-            });
+            let first = &r.segments[0];
+            let steps = r.segments[1..]
+                .iter()
+                .map(|f| quote_spanned!(span=> let __v = &::openedx_events::__private::nav(__v)?.#f;));
             let extract = quote_spanned! {span=>
                 |__e: &#ty| {
                     let __v = &__e.#first;

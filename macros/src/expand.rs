@@ -22,11 +22,11 @@ pub fn data(input: DeriveInput) -> syn::Result<TokenStream> {
             fn avro_schema(cx: &mut ::openedx_events::__private::SchemaContext) -> ::openedx_events::__private::serde_json::Value {
                 ::openedx_events::__private::avro_record_schema::<Self>(cx)
             }
-            fn serialize_field<S: ::openedx_events::__private::serde::Serializer>(&self, serializer: S) -> ::std::result::Result<S::Ok, S::Error> {
+            fn serialize_field<__S: ::openedx_events::__private::serde::Serializer>(&self, serializer: __S) -> ::std::result::Result<__S::Ok, __S::Error> {
                 ::openedx_events::__private::serde::Serialize::serialize(self, serializer)
             }
-            fn deserialize_field<'de, D: ::openedx_events::__private::serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
-                <Self as ::openedx_events::__private::serde::Deserialize>::deserialize(deserializer)
+            fn deserialize_field<'de, __D: ::openedx_events::__private::serde::Deserializer<'de>>(deserializer: __D) -> ::std::result::Result<Self, __D::Error> {
+                ::openedx_events::__private::deserialize_record::<Self, __D>(deserializer)
             }
             fn resolve_key(field: &'static str, path: &[&str]) -> ::std::result::Result<::openedx_events::__private::ResolvedKey<Self>, ::openedx_events::__private::KeyPathError> {
                 ::openedx_events::__private::record_key::<Self>(field, path)
@@ -35,11 +35,22 @@ pub fn data(input: DeriveInput) -> syn::Result<TokenStream> {
     })
 }
 
+/// The input item as given (without the `#[event_data]` attributes that only the derive
+/// knows), followed by the error.
+pub fn with_error(mut input: DeriveInput, error: syn::Error) -> TokenStream {
+    input.attrs.retain(|a| !a.path().is_ident("event_data"));
+    let error = error.into_compile_error();
+    quote! {
+        #input
+        #error
+    }
+}
+
 /// `#[openedx_event("...")]`.
-pub fn event(args: TokenStream, input: DeriveInput) -> syn::Result<TokenStream> {
+pub fn event(args: TokenStream, input: &DeriveInput) -> syn::Result<TokenStream> {
     let args = attr::event_args(args)?;
     let event_type = valid::event_type(&args.event_type)?;
-    let record = Record::from_input(&input, "an #[openedx_event] type")?;
+    let record = Record::from_input(input, "an #[openedx_event] type")?;
     if let Some(a) = input.attrs.iter().find(|a| a.path().is_ident("event_data")) {
         return Err(syn::Error::new_spanned(
             a,
@@ -83,9 +94,12 @@ pub fn event(args: TokenStream, input: DeriveInput) -> syn::Result<TokenStream> 
 }
 
 /// The impls shared by events and data records: field checks, serde, record info.
+///
+/// Nothing here declares an item or a type parameter a field type could be shadowed by:
+/// the visitor and the field-name lookup are generic code in `__private`, and the type
+/// parameters are spelled `__A`, `__S`, `__D`.
 fn record_impls(record: &Record, record_name: &str) -> TokenStream {
     let ident = record.ident;
-    let ident_str = ident.to_string();
     let n = record.fields.len();
     let names: Vec<&str> = record.fields.iter().map(|f| f.name.as_str()).collect();
     let idents: Vec<_> = record.fields.iter().map(|f| f.ident).collect();
@@ -93,30 +107,11 @@ fn record_impls(record: &Record, record_name: &str) -> TokenStream {
     let docs: Vec<&str> = record.fields.iter().map(|f| f.doc.as_str()).collect();
     let ty_strs: Vec<String> = tys.iter().map(|t| quote!(#t).to_string().replace(' ', "")).collect();
     let locals: Vec<_> = (0..n).map(|i| format_ident!("__f{}", i)).collect();
-    let variants: Vec<_> = (0..n).map(|i| format_ident!("F{}", i)).collect();
-    let indices: Vec<u64> = (0..n as u64).collect();
+    let indices: Vec<usize> = (0..n).collect();
 
     let asserts = tys.iter().map(|ty| {
         quote_spanned! {ty.span()=>
             const _: () = ::openedx_events::__private::assert_field::<#ty>();
-        }
-    });
-    let missing = record.fields.iter().zip(&locals).map(|(f, local)| {
-        let name = &f.name;
-        let ty = f.ty;
-        // Whether the field may be absent is the type's to say (an alias of `Option` is
-        // optional too), as for its schema's default.
-        quote! {
-            let #local: #ty = ::openedx_events::__private::take_field::<#ty, A::Error>(#local, #name)?;
-        }
-    });
-    let seq_reads = locals.iter().zip(&tys).enumerate().map(|(i, (local, ty))| {
-        quote! {
-            let #local: #ty = match seq.next_element::<::openedx_events::data::De<#ty>>()? {
-                ::std::option::Option::Some(v) => v.0,
-                ::std::option::Option::None => return ::std::result::Result::Err(
-                    <A::Error as ::openedx_events::__private::serde::de::Error>::invalid_length(#i, &self)),
-            };
         }
     });
 
@@ -128,6 +123,7 @@ fn record_impls(record: &Record, record_name: &str) -> TokenStream {
             const FIELDS: &'static [::openedx_events::__private::FieldInfo] = &[
                 #(::openedx_events::__private::FieldInfo { name: #names, rust_type: #ty_strs, doc: #docs },)*
             ];
+            const FIELD_NAMES: &'static [&'static str] = &[#(#names),*];
             fn avro_fields(cx: &mut ::openedx_events::__private::SchemaContext) -> ::std::vec::Vec<::openedx_events::__private::serde_json::Value> {
                 ::std::vec![#(::openedx_events::__private::avro_field_entry::<#tys>(#names, cx)),*]
             }
@@ -141,69 +137,43 @@ fn record_impls(record: &Record, record_name: &str) -> TokenStream {
                     other => ::std::result::Result::Err(::openedx_events::__private::no_such_field::<Self>(other)),
                 }
             }
+            fn read_record<'de, __A: ::openedx_events::__private::serde::de::MapAccess<'de>>(
+                mut __map: __A,
+            ) -> ::std::result::Result<Self, __A::Error> {
+                #(let mut #locals: ::std::option::Option<#tys> = ::std::option::Option::None;)*
+                while let ::std::option::Option::Some(__key) = __map.next_key_seed(
+                    ::openedx_events::__private::FieldKey::new(<Self as ::openedx_events::__private::EventDataInfo>::FIELD_NAMES),
+                )? {
+                    match __key {
+                        #(::std::option::Option::Some(#indices) => {
+                            if #locals.is_some() {
+                                return ::std::result::Result::Err(<__A::Error as ::openedx_events::__private::serde::de::Error>::duplicate_field(#names));
+                            }
+                            #locals = ::std::option::Option::Some(__map.next_value::<::openedx_events::data::De<#tys>>()?.0);
+                        })*
+                        _ => {
+                            __map.next_value::<::openedx_events::__private::serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                ::std::result::Result::Ok(Self {
+                    #(#idents: ::openedx_events::__private::take_field::<#tys, __A::Error>(#locals, #names)?,)*
+                })
+            }
         }
 
         impl ::openedx_events::__private::serde::Serialize for #ident {
-            fn serialize<S: ::openedx_events::__private::serde::Serializer>(&self, serializer: S) -> ::std::result::Result<S::Ok, S::Error> {
+            fn serialize<__S: ::openedx_events::__private::serde::Serializer>(&self, __serializer: __S) -> ::std::result::Result<__S::Ok, __S::Error> {
                 use ::openedx_events::__private::serde::ser::SerializeStruct as _;
-                let mut st = serializer.serialize_struct(#record_name, #n)?;
-                #(st.serialize_field(#names, &::openedx_events::data::Ser(&self.#idents))?;)*
-                st.end()
+                let mut __st = __serializer.serialize_struct(#record_name, #n)?;
+                #(__st.serialize_field(#names, &::openedx_events::data::Ser(&self.#idents))?;)*
+                __st.end()
             }
         }
 
         impl<'de> ::openedx_events::__private::serde::Deserialize<'de> for #ident {
-            fn deserialize<D: ::openedx_events::__private::serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
-                #[allow(non_camel_case_types)]
-                enum Field { #(#variants,)* Ignore }
-                struct FieldVisitor;
-                impl<'de> ::openedx_events::__private::serde::de::Visitor<'de> for FieldVisitor {
-                    type Value = Field;
-                    fn expecting(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
-                        f.write_str("a field name")
-                    }
-                    fn visit_str<E: ::openedx_events::__private::serde::de::Error>(self, v: &str) -> ::std::result::Result<Field, E> {
-                        ::std::result::Result::Ok(match v { #(#names => Field::#variants,)* _ => Field::Ignore })
-                    }
-                    fn visit_u64<E: ::openedx_events::__private::serde::de::Error>(self, v: u64) -> ::std::result::Result<Field, E> {
-                        ::std::result::Result::Ok(match v { #(#indices => Field::#variants,)* _ => Field::Ignore })
-                    }
-                }
-                impl<'de> ::openedx_events::__private::serde::Deserialize<'de> for Field {
-                    fn deserialize<D: ::openedx_events::__private::serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
-                        deserializer.deserialize_identifier(FieldVisitor)
-                    }
-                }
-                struct RecordVisitor;
-                impl<'de> ::openedx_events::__private::serde::de::Visitor<'de> for RecordVisitor {
-                    type Value = #ident;
-                    fn expecting(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
-                        f.write_str(::std::concat!("record ", #ident_str))
-                    }
-                    fn visit_seq<A: ::openedx_events::__private::serde::de::SeqAccess<'de>>(self, mut seq: A) -> ::std::result::Result<#ident, A::Error> {
-                        #(#seq_reads)*
-                        ::std::result::Result::Ok(#ident { #(#idents: #locals,)* })
-                    }
-                    fn visit_map<A: ::openedx_events::__private::serde::de::MapAccess<'de>>(self, mut map: A) -> ::std::result::Result<#ident, A::Error> {
-                        #(let mut #locals: ::std::option::Option<#tys> = ::std::option::Option::None;)*
-                        while let ::std::option::Option::Some(key) = map.next_key::<Field>()? {
-                            match key {
-                                #(Field::#variants => {
-                                    if #locals.is_some() {
-                                        return ::std::result::Result::Err(<A::Error as ::openedx_events::__private::serde::de::Error>::duplicate_field(#names));
-                                    }
-                                    #locals = ::std::option::Option::Some(map.next_value::<::openedx_events::data::De<#tys>>()?.0);
-                                })*
-                                Field::Ignore => {
-                                    map.next_value::<::openedx_events::__private::serde::de::IgnoredAny>()?;
-                                }
-                            }
-                        }
-                        #(#missing)*
-                        ::std::result::Result::Ok(#ident { #(#idents: #locals,)* })
-                    }
-                }
-                deserializer.deserialize_struct(#record_name, &[#(#names),*], RecordVisitor)
+            fn deserialize<__D: ::openedx_events::__private::serde::Deserializer<'de>>(__deserializer: __D) -> ::std::result::Result<Self, __D::Error> {
+                ::openedx_events::__private::deserialize_record::<Self, __D>(__deserializer)
             }
         }
     }

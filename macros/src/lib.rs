@@ -19,9 +19,11 @@ use proc_macro::TokenStream;
 pub fn openedx_event(args: TokenStream, input: TokenStream) -> TokenStream {
     let args = proc_macro2::TokenStream::from(args);
     let input = syn::parse_macro_input!(input as syn::DeriveInput);
-    expand::event(args, input)
-        .unwrap_or_else(syn::Error::into_compile_error)
-        .into()
+    match expand::event(args, &input) {
+        Ok(tokens) => tokens.into(),
+        // The struct is still emitted, so only the real error shows (not every use of it).
+        Err(e) => expand::with_error(input, e).into(),
+    }
 }
 
 /// Derives the record traits of a data type used inside events (the equivalent of

@@ -1,6 +1,7 @@
 //! Validation of event type strings, topics and key paths at build time.
 
-use syn::LitStr;
+use proc_macro2::Span;
+use syn::{Ident, LitStr};
 
 /// Checks `org.openedx.<subdomain>.<subject>.<action>.v<N>`.
 pub fn event_type(lit: &LitStr) -> syn::Result<String> {
@@ -37,11 +38,22 @@ pub fn event_type(lit: &LitStr) -> syn::Result<String> {
 }
 
 /// The hidden alias name the event attribute emits for a type string.
+///
+/// One name per type string, and two type strings never share one: letters and digits
+/// are kept, and `_` starts a two-character escape (`.` is `__`, `_` is `_U`, `-` is
+/// `_H`), which a valid type string (lowercase only) cannot spell otherwise.
 pub fn alias_name(event_type: &str) -> String {
-    format!(
-        "__openedx_event__{}",
-        event_type.replace('.', "__").replace('-', "_x2d_")
-    )
+    let mut out = String::with_capacity(event_type.len() * 2 + 17);
+    out.push_str("__openedx_event__");
+    for c in event_type.chars() {
+        match c {
+            '.' => out.push_str("__"),
+            '_' => out.push_str("_U"),
+            '-' => out.push_str("_H"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Kafka's topic-name rules.
@@ -64,20 +76,49 @@ pub fn topic(lit: &LitStr) -> syn::Result<String> {
     }
 }
 
-/// Splits a key path into segments that are Rust field names.
-pub fn key_path(lit: &LitStr) -> syn::Result<Vec<String>> {
+/// Keywords that are written `r#...` when they name a field (`r#type`); `_`, `self`,
+/// `Self`, `super` and `crate` cannot name a field at all.
+const RAW_KEYWORDS: [&str; 46] = [
+    "as", "async", "await", "break", "const", "continue", "dyn", "else", "enum", "extern", "false", "fn", "for", "if",
+    "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref", "return", "static", "struct", "trait",
+    "true", "type", "unsafe", "use", "where", "while", "abstract", "become", "box", "do", "final", "macro", "override",
+    "priv", "typeof", "unsized", "virtual", "yield",
+];
+
+/// The identifier of a field named `name` (raw for a keyword such as `type`), or `None`
+/// when no field can have that name.
+fn field_ident(name: &str, span: Span) -> Option<Ident> {
+    if let Ok(mut ident) = syn::parse_str::<Ident>(name) {
+        ident.set_span(span);
+        return Some(ident);
+    }
+    let raw_ok = RAW_KEYWORDS.contains(&name) || matches!(name, "try" | "gen");
+    raw_ok.then(|| Ident::new_raw(name, span))
+}
+
+/// Splits a key path into segments that are Rust field names, as identifiers spanned at
+/// the literal.
+pub fn key_path(lit: &LitStr) -> syn::Result<Vec<Ident>> {
     let p = lit.value();
-    let segments: Vec<String> = p.split('.').map(str::to_owned).collect();
-    for s in &segments {
-        let ok = !s.is_empty()
-            && s.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_')
-            && s.chars().all(|c| c.is_alphanumeric() || c == '_');
-        if !ok {
-            return Err(syn::Error::new(
-                lit.span(),
-                format!("invalid event_key_field {p:?}: segment {s:?} is not a field name; write a period-delimited path of fields, e.g. \"xblock_info.usage_key\""),
-            ));
+    let mut idents = Vec::new();
+    for s in p.split('.') {
+        let why = match s {
+            "" => Some("is not a field name".to_owned()),
+            "_" | "self" | "Self" | "super" | "crate" => {
+                Some(format!("is not a field name: no field can be named `{s}`"))
+            }
+            _ => None,
+        };
+        match (why, field_ident(s, lit.span())) {
+            (None, Some(ident)) => idents.push(ident),
+            (why, _) => {
+                let why = why.unwrap_or_else(|| "is not a field name".to_owned());
+                return Err(syn::Error::new(
+                    lit.span(),
+                    format!("invalid event_key_field {p:?}: segment {s:?} {why}; write a period-delimited path of fields, e.g. \"xblock_info.usage_key\""),
+                ));
+            }
         }
     }
-    Ok(segments)
+    Ok(idents)
 }

@@ -7,8 +7,9 @@ pub use serde_json;
 pub use crate::avro::SchemaCell;
 pub use crate::bus::{compiled_route, CompiledConfig};
 pub use crate::data::{
-    avro_field_entry, avro_record_schema, deserialize_from_str, key_through_field, no_such_field, record_key,
-    string_key, take_field, EventDataInfo, EventField, FieldInfo, KeyField, ResolvedKey, SchemaContext, Shape,
+    avro_field_entry, avro_record_schema, deserialize_from_str, deserialize_record, key_through_field, no_such_field,
+    record_key, string_key, take_field, EventDataInfo, EventField, FieldInfo, FieldKey, KeyField, ResolvedKey,
+    SchemaContext, Shape,
 };
 pub use crate::event::{EventDescriptor, JsonDataError, OpenEdxEvent};
 pub use crate::key::{EventKey, KeyPathError};

@@ -597,12 +597,74 @@ pub trait EventDataInfo: Sized + Send + Sync + 'static {
     const RECORD_NAME: &'static str;
     /// The fields, in declaration order (the order on the wire).
     const FIELDS: &'static [FieldInfo];
+    /// The field names, in declaration order.
+    #[doc(hidden)]
+    const FIELD_NAMES: &'static [&'static str];
 
     /// The Avro field entries of this record, in order.
     fn avro_fields(cx: &mut SchemaContext) -> Vec<Value>;
 
     /// Resolves an `event_key_field` path (already split on `.`) inside this record.
     fn resolve_key_path(path: &[&str]) -> Result<ResolvedKey<Self>, KeyPathError>;
+
+    /// Reads the record from the entries of a map (field name, value), in any order.
+    #[doc(hidden)]
+    fn read_record<'de, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error>;
+}
+
+/// Reads a record through serde: what `#[derive(EventData)]` and `#[openedx_event]`
+/// deserialize with. The visitor and the field-name lookup live here, not in the
+/// generated code, so no generated item can shadow a user's type.
+#[doc(hidden)]
+pub fn deserialize_record<'de, T: EventDataInfo, D: Deserializer<'de>>(deserializer: D) -> Result<T, D::Error> {
+    deserializer.deserialize_struct(T::RECORD_NAME, T::FIELD_NAMES, RecordVisitor::<T>(PhantomData))
+}
+
+struct RecordVisitor<T>(PhantomData<fn() -> T>);
+
+impl<'de, T: EventDataInfo> Visitor<'de> for RecordVisitor<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = std::any::type_name::<T>();
+        write!(f, "record {}", name.rsplit("::").next().unwrap_or(name))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        T::read_record(map)
+    }
+}
+
+/// Reads a record's field name: the index of the field in `names`, `None` for a name the
+/// record does not have.
+#[doc(hidden)]
+pub struct FieldKey {
+    names: &'static [&'static str],
+}
+
+impl FieldKey {
+    #[doc(hidden)]
+    pub fn new(names: &'static [&'static str]) -> Self {
+        Self { names }
+    }
+}
+
+impl<'de> de::DeserializeSeed<'de> for FieldKey {
+    type Value = Option<usize>;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Option<usize>, D::Error> {
+        deserializer.deserialize_identifier(self)
+    }
+}
+
+impl Visitor<'_> for FieldKey {
+    type Value = Option<usize>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a field name")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Option<usize>, E> {
+        Ok(self.names.iter().position(|n| *n == v))
+    }
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Option<usize>, E> {
+        Ok(self.names.iter().position(|n| n.as_bytes() == v))
+    }
 }
 
 /// Describes one field of a record.
