@@ -99,6 +99,9 @@ pub enum StartError {
     /// Two structs declare one event type.
     #[error(transparent)]
     Duplicate(#[from] DuplicateEventType),
+    /// An event's schema gives one Avro record name to two Rust types.
+    #[error(transparent)]
+    RecordNames(#[from] crate::event::RecordNameClashes),
     /// The producer configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigErrors),
@@ -227,6 +230,7 @@ impl EventBusBuilder {
     /// Redis and Kafka producers need to be started inside a tokio runtime.
     pub fn start(self) -> Result<EventBus, StartError> {
         registry::check()?;
+        registry::check_record_names()?;
         let settings = self.settings.clone().unwrap_or_else(Settings::from_env);
         if let Some(service) = settings.service_name() {
             crate::metadata::set_service_name(service);

@@ -6,7 +6,9 @@
 //! maps, date-times, UUIDs and the opaque keys of [`crate::keys`]; structs get theirs
 //! from `#[derive(EventData)]`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::any::TypeId;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -27,9 +29,15 @@ pub type Map<V> = indexmap::IndexMap<String, V>;
 
 /// Tracks the named Avro records already written while one schema is generated:
 /// a record is written in full the first time and by bare name after.
+///
+/// A name is one record type's: when a second Rust type brings the same Avro record name,
+/// the clash is recorded ([`clashes`](Self::clashes)) and the event bus refuses to start.
 #[derive(Debug, Default)]
 pub struct SchemaContext {
-    named: HashSet<&'static str>,
+    event_type: &'static str,
+    /// Each name defined, with the Rust type that defined it (`None` through [`define`](Self::define)).
+    named: HashMap<&'static str, Option<(TypeId, &'static str)>>,
+    clashes: Vec<RecordNameClash>,
 }
 
 impl SchemaContext {
@@ -38,10 +46,82 @@ impl SchemaContext {
         Self::default()
     }
 
+    /// A context for the schema of event type `event_type` (named in clashes).
+    pub fn for_event(event_type: &'static str) -> Self {
+        Self {
+            event_type,
+            ..Self::default()
+        }
+    }
+
     /// Returns `true` the first time `name` is seen, `false` after.
     pub fn define(&mut self, name: &'static str) -> bool {
-        self.named.insert(name)
+        match self.named.entry(name) {
+            Entry::Vacant(slot) => {
+                slot.insert(None);
+                true
+            }
+            Entry::Occupied(_) => false,
+        }
     }
+
+    /// Returns `true` the first time the record name of `T` is seen, `false` after; a
+    /// second Rust type with the same record name is recorded as a clash.
+    pub fn define_record<T: EventDataInfo>(&mut self) -> bool {
+        let this = (TypeId::of::<T>(), std::any::type_name::<T>());
+        match self.named.entry(T::RECORD_NAME) {
+            Entry::Vacant(slot) => {
+                slot.insert(Some(this));
+                true
+            }
+            Entry::Occupied(slot) => {
+                if let Some((first_id, first)) = *slot.get() {
+                    let known = self
+                        .clashes
+                        .iter()
+                        .any(|c| c.record_name == T::RECORD_NAME && c.second == this.1);
+                    if first_id != this.0 && !known {
+                        self.clashes.push(RecordNameClash {
+                            event_type: self.event_type,
+                            record_name: T::RECORD_NAME,
+                            first,
+                            second: this.1,
+                        });
+                    }
+                }
+                false
+            }
+        }
+    }
+
+    /// The record names given to two Rust types so far.
+    pub fn clashes(&self) -> &[RecordNameClash] {
+        &self.clashes
+    }
+
+    /// Takes the clashes out of the context.
+    pub fn into_clashes(self) -> Vec<RecordNameClash> {
+        self.clashes
+    }
+}
+
+/// Two Rust types that one event's schema would give the same Avro record name. An Avro
+/// schema defines a name once, so the second would be written with the first's schema and
+/// every encode of the event would fail; the event bus refuses to start instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "event type {event_type}: the Avro record name `{record_name}` is given to two Rust types, {first} and \
+     {second}; a schema defines a name once: rename one with #[event_data(name = \"...\")]"
+)]
+pub struct RecordNameClash {
+    /// The event type whose schema holds both.
+    pub event_type: &'static str,
+    /// The Avro record name.
+    pub record_name: &'static str,
+    /// The Rust type that defined the name first.
+    pub first: &'static str,
+    /// The other Rust type.
+    pub second: &'static str,
 }
 
 /// The broad shape of a field type, used in messages about key paths.
@@ -690,7 +770,7 @@ pub fn avro_field_entry<T: EventField>(name: &'static str, cx: &mut SchemaContex
 
 /// The Avro schema of a nested record: in full the first time, by name after.
 pub fn avro_record_schema<T: EventDataInfo>(cx: &mut SchemaContext) -> Value {
-    if cx.define(T::RECORD_NAME) {
+    if cx.define_record::<T>() {
         json!({"name": T::RECORD_NAME, "type": "record", "fields": T::avro_fields(cx)})
     } else {
         Value::String(T::RECORD_NAME.to_owned())

@@ -395,6 +395,12 @@ pub struct DuplicateEventType {
 }
 
 /// Every event type in the binary, and look-up by type string.
+/// Record names given to two Rust types, one per line (see
+/// [`registry::check_record_names`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct RecordNameClashes(pub Vec<crate::data::RecordNameClash>);
+
 pub mod registry {
     use super::*;
 
@@ -423,6 +429,32 @@ pub mod registry {
     /// it at start-up.
     pub fn check() -> Result<(), DuplicateEventType> {
         index().as_ref().map(|_| ()).map_err(Clone::clone)
+    }
+
+    /// Every pair of Rust types that one registered event's schema would give the same
+    /// Avro record name (each event's schema is generated to find them), sorted by event
+    /// type. Computed once.
+    pub fn record_name_clashes() -> &'static [crate::data::RecordNameClash] {
+        static CLASHES: OnceLock<Vec<crate::data::RecordNameClash>> = OnceLock::new();
+        CLASHES.get_or_init(|| {
+            events()
+                .iter()
+                .flat_map(|d| d.ops().schema().record_name_clashes().iter().cloned())
+                .collect()
+        })
+    }
+
+    /// Checks that no event's schema gives one Avro record name to two Rust types; the
+    /// event bus calls it at start-up.
+    ///
+    /// ```
+    /// assert!(openedx_events::registry::check_record_names().is_ok());
+    /// ```
+    pub fn check_record_names() -> Result<(), RecordNameClashes> {
+        match record_name_clashes() {
+            [] => Ok(()),
+            all => Err(RecordNameClashes(all.to_vec())),
+        }
     }
 
     /// Every registered event type, sorted by type string.

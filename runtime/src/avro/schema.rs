@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use serde_json::{json, Value};
 
 use super::json_text;
-use crate::data::SchemaContext;
+use crate::data::{RecordNameClash, SchemaContext};
 use crate::event::OpenEdxEvent;
 
 /// The `doc` of every top-level event schema.
@@ -40,6 +40,7 @@ pub struct EventSchema {
     canonical_form: String,
     parsed: serde_avro_fast::Schema,
     zero_size_items: bool,
+    record_name_clashes: Vec<RecordNameClash>,
 }
 
 impl std::fmt::Debug for EventSchema {
@@ -60,8 +61,13 @@ impl EventSchema {
     ///
     /// When the generated schema is not valid Avro, which only a broken `EventField`
     /// implementation can cause.
+    ///
+    /// Two Rust types given one record name are recorded, not merged silently: see
+    /// [`record_name_clashes`](Self::record_name_clashes).
     pub fn generate<E: OpenEdxEvent>() -> Self {
-        let mut cx = SchemaContext::new();
+        let mut cx = SchemaContext::for_event(E::EVENT_TYPE);
+        // The top record's name (`CloudEvent`) is the event's: a nested record may not take it.
+        cx.define_record::<E>();
         let json = json!({
             "name": "CloudEvent",
             "type": "record",
@@ -69,10 +75,10 @@ impl EventSchema {
             "fields": E::avro_fields(&mut cx),
             "namespace": E::EVENT_TYPE,
         });
-        Self::from_json(E::EVENT_TYPE, json)
+        Self::from_json(E::EVENT_TYPE, json, cx.into_clashes())
     }
 
-    fn from_json(event_type: &'static str, json: Value) -> Self {
+    fn from_json(event_type: &'static str, json: Value, record_name_clashes: Vec<RecordNameClash>) -> Self {
         let text = json.to_string();
         let parsed = text
             .parse()
@@ -85,7 +91,15 @@ impl EventSchema {
             text,
             parsed,
             json,
+            record_name_clashes,
         }
+    }
+
+    /// Pairs of Rust types this schema would give one Avro record name (empty when the
+    /// schema is sound). The event bus refuses to start when an event has any
+    /// ([`registry::check_record_names`](crate::registry::check_record_names)).
+    pub fn record_name_clashes(&self) -> &[RecordNameClash] {
+        &self.record_name_clashes
     }
 
     /// The event type this schema belongs to.
