@@ -394,13 +394,13 @@ pub struct DuplicateEventType {
     pub second: &'static str,
 }
 
-/// Every event type in the binary, and look-up by type string.
 /// Record names given to two Rust types, one per line (see
 /// [`registry::check_record_names`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
 pub struct RecordNameClashes(pub Vec<crate::data::RecordNameClash>);
 
+/// Every event type in the binary, and look-up by type string.
 pub mod registry {
     use super::*;
 
