@@ -220,7 +220,7 @@ fn keys_from_each_scalar_kind() {
 
 /// Records are read field by field in declaration order when the data follows it, and
 /// by name otherwise: whatever position the order breaks at, the event read is the same,
-/// unknown fields are skipped, and a repeated or missing field is refused by name.
+/// and an unknown, repeated or missing field is refused by name.
 #[test]
 fn fields_are_read_in_any_order_wherever_the_order_breaks() {
     use openedx_events::EventDataInfo;
@@ -239,7 +239,8 @@ fn fields_are_read_in_any_order_wherever_the_order_breaks() {
     for i in 0..=fields.len() {
         let mut with_unknown = fields.clone();
         with_unknown.insert(i, ("unknown", r#"{"nested": [1, 2]}"#.to_owned()));
-        assert_eq!(read(&with_unknown).unwrap(), event, "unknown field at {i}");
+        let err = read(&with_unknown).expect_err("JSON with an unknown field").to_string();
+        assert!(err.contains("unknown field `unknown`"), "unknown field at {i}: {err}");
     }
     for i in 0..fields.len() {
         let name = fields[i].0;
@@ -343,6 +344,93 @@ fn an_optional_field_through_a_type_alias_may_be_absent() {
         .unwrap();
     let from_old: AliasedOptional = avro::decode_with_writer_schema(&[8], &old).expect("old data without `note`");
     assert_eq!(from_old, AliasedOptional { id: 4, note: None });
+}
+
+/// Reads `AllFields` from JSON the way the CLI does.
+fn from_json(value: serde_json::Value) -> Result<(), String> {
+    let ops = openedx_events::registry::find(AllFields::EVENT_TYPE).unwrap().ops();
+    ops.from_json(&value).map(drop).map_err(|e| e.to_string())
+}
+
+/// JSON input (the CLI's `produce` and `avro encode` read it through `EventOps::from_json`)
+/// refuses keys the record does not have, at the top and nested, naming where.
+#[test]
+fn json_input_refuses_unknown_keys_naming_the_path() {
+    let good = serde_json::to_value(sample()).unwrap();
+    assert!(from_json(good.clone()).is_ok());
+
+    let mut top = good.clone();
+    top["extra"] = json!(null);
+    let err = from_json(top.clone()).expect_err("a top-level `extra`");
+    assert!(err.contains("unknown field `extra`"), "{err}");
+    assert!(serde_json::from_value::<AllFields>(top).is_err(), "serde_json directly");
+
+    let mut nested = good.clone();
+    nested["inner"]["lable"] = json!("typo");
+    let err = from_json(nested).expect_err("a typo in a nested record");
+    assert!(err.contains("inner") && err.contains("unknown field `lable`"), "{err}");
+
+    let mut in_list = good.clone();
+    in_list["inners"][0]["strat"] = json!(1);
+    let err = from_json(in_list).expect_err("a typo in a record in a list");
+    assert!(
+        err.contains("inners[0]") && err.contains("unknown field `strat`"),
+        "{err}"
+    );
+
+    let mut in_option = good;
+    in_option["maybe_inner"]["createdby"] = json!(null);
+    let err = from_json(in_option).expect_err("a typo in an optional record");
+    assert!(
+        err.contains("maybe_inner") && err.contains("unknown field `createdby`"),
+        "{err}"
+    );
+}
+
+/// A record is a JSON object: its fields given as a positional array are refused.
+#[test]
+fn json_records_as_positional_arrays_are_refused() {
+    let inner = serde_json::from_value::<Inner>(json!(["one"]));
+    assert!(inner.is_err(), "{inner:?}");
+    let good = serde_json::to_value(sample()).unwrap();
+    let positional: Vec<serde_json::Value> = <AllFields as openedx_events::EventDataInfo>::FIELDS
+        .iter()
+        .map(|f| good[f.name].clone())
+        .collect();
+    let err = from_json(serde_json::Value::Array(positional)).expect_err("positional");
+    assert!(err.contains("expected"), "{err}");
+}
+
+/// Sent in this test: a nested record, read with a writer schema that has more fields.
+#[openedx_event("org.openedx.learning.test_fields.nested.v1")]
+#[derive(Clone, Debug, PartialEq)]
+pub struct Nested {
+    /// A record.
+    pub inner: Inner,
+    /// Records in a list.
+    pub inners: Vec<Inner>,
+}
+
+/// Avro data written with another schema (a newer producer's) is resolved by name: the
+/// writer's fields the reader lacks are skipped, at the top and in nested records.
+#[test]
+fn avro_with_a_writer_schema_still_skips_fields_the_reader_lacks() {
+    let writer: serde_avro_fast::Schema = r#"{"type": "record", "name": "CloudEvent", "fields": [
+        {"name": "inner", "type": {"type": "record", "name": "Inner", "fields": [
+            {"name": "label", "type": "string"}, {"name": "added", "type": "long"}]}},
+        {"name": "inners", "type": {"type": "array", "items": "Inner"}},
+        {"name": "extra", "type": "string"}]}"#
+        .parse()
+        .unwrap();
+    let bytes = [2, b'a', 6, 2, 2, b'b', 0, 0, 2, b'z'];
+    let event: Nested = avro::decode_with_writer_schema(&bytes, &writer).expect("resolved");
+    assert_eq!(
+        event,
+        Nested {
+            inner: Inner { label: "a".into() },
+            inners: vec![Inner { label: "b".into() }],
+        }
+    );
 }
 
 /// Records named like the items and type parameters a derive might generate.

@@ -26,7 +26,10 @@ pub fn data(input: DeriveInput) -> syn::Result<TokenStream> {
                 ::openedx_events::__private::serde::Serialize::serialize(self, serializer)
             }
             fn deserialize_field<'de, __D: ::openedx_events::__private::serde::Deserializer<'de>>(deserializer: __D) -> ::std::result::Result<Self, __D::Error> {
-                ::openedx_events::__private::deserialize_record::<Self, __D>(deserializer)
+                ::openedx_events::__private::deserialize_record::<Self, __D>(deserializer, ::openedx_events::__private::ReadMode::Exact)
+            }
+            fn deserialize_field_in<'de, __D: ::openedx_events::__private::serde::Deserializer<'de>>(deserializer: __D, mode: ::openedx_events::__private::ReadMode) -> ::std::result::Result<Self, __D::Error> {
+                ::openedx_events::__private::deserialize_record::<Self, __D>(deserializer, mode)
             }
             fn resolve_key(field: &'static str, path: &[&str]) -> ::std::result::Result<::openedx_events::__private::ResolvedKey<Self>, ::openedx_events::__private::KeyPathError> {
                 ::openedx_events::__private::record_key::<Self>(field, path)
@@ -139,17 +142,18 @@ fn record_impls(record: &Record, record_name: &str) -> TokenStream {
             }
             fn read_record<'de, __A: ::openedx_events::__private::serde::de::MapAccess<'de>>(
                 mut __map: __A,
+                __mode: ::openedx_events::__private::ReadMode,
             ) -> ::std::result::Result<Self, __A::Error> {
                 #(let mut #locals: ::std::option::Option<#tys> = ::std::option::Option::None;)*
                 while let ::std::option::Option::Some(__key) = __map.next_key_seed(
-                    ::openedx_events::__private::FieldKey::new(<Self as ::openedx_events::__private::EventDataInfo>::FIELD_NAMES),
+                    ::openedx_events::__private::FieldKey::new(<Self as ::openedx_events::__private::EventDataInfo>::FIELD_NAMES, __mode),
                 )? {
                     match __key {
                         #(::std::option::Option::Some(#indices) => {
                             if #locals.is_some() {
                                 return ::std::result::Result::Err(<__A::Error as ::openedx_events::__private::serde::de::Error>::duplicate_field(#names));
                             }
-                            #locals = ::std::option::Option::Some(__map.next_value::<::openedx_events::data::De<#tys>>()?.0);
+                            #locals = ::std::option::Option::Some(__map.next_value_seed(::openedx_events::__private::FieldSeed::<#tys>::new(__mode))?);
                         })*
                         _ => {
                             __map.next_value::<::openedx_events::__private::serde::de::IgnoredAny>()?;
@@ -173,7 +177,7 @@ fn record_impls(record: &Record, record_name: &str) -> TokenStream {
 
         impl<'de> ::openedx_events::__private::serde::Deserialize<'de> for #ident {
             fn deserialize<__D: ::openedx_events::__private::serde::Deserializer<'de>>(__deserializer: __D) -> ::std::result::Result<Self, __D::Error> {
-                ::openedx_events::__private::deserialize_record::<Self, __D>(__deserializer)
+                ::openedx_events::__private::deserialize_record::<Self, __D>(__deserializer, ::openedx_events::__private::ReadMode::Exact)
             }
         }
     }

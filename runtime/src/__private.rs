@@ -8,8 +8,8 @@ pub use crate::avro::SchemaCell;
 pub use crate::bus::{compiled_route, CompiledConfig};
 pub use crate::data::{
     avro_field_entry, avro_record_schema, deserialize_from_str, deserialize_record, key_through_field, no_such_field,
-    record_key, string_key, take_field, EventDataInfo, EventField, FieldInfo, FieldKey, KeyField, ResolvedKey,
-    SchemaContext, Shape,
+    record_key, string_key, take_field, EventDataInfo, EventField, FieldInfo, FieldKey, FieldSeed, KeyField, ReadMode,
+    ResolvedKey, SchemaContext, Shape,
 };
 pub use crate::event::{EventDescriptor, JsonDataError, OpenEdxEvent};
 pub use crate::key::{EventKey, KeyPathError};

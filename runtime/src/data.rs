@@ -227,8 +227,16 @@ pub trait EventField: Sized + Send + Sync + 'static {
     /// Writes the value through serde, the way the wire expects it.
     fn serialize_field<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error>;
 
-    /// Reads the value through serde.
+    /// Reads the value through serde, from data of this type's own shape ([`ReadMode::Exact`]).
     fn deserialize_field<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error>;
+
+    /// Reads the value through serde in `mode`. Types that hold other fields (options,
+    /// lists, maps, records) pass the mode on; the default reads as
+    /// [`deserialize_field`](Self::deserialize_field) does.
+    fn deserialize_field_in<'de, D: Deserializer<'de>>(deserializer: D, mode: ReadMode) -> Result<Self, D::Error> {
+        let _ = mode;
+        Self::deserialize_field(deserializer)
+    }
 
     /// Resolves the rest of an `event_key_field` path inside this type.
     ///
@@ -274,6 +282,49 @@ pub struct De<T>(pub T);
 impl<'de, T: EventField> Deserialize<'de> for De<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         T::deserialize_field(deserializer).map(De)
+    }
+}
+
+/// How data being read relates to the schema of the type reading it.
+///
+/// ```
+/// use openedx_events::data::{EventField, FieldSeed, ReadMode};
+/// use serde::de::DeserializeSeed;
+/// let v: Option<i64> = FieldSeed::new(ReadMode::Exact).deserialize(serde_json::json!(3)).unwrap();
+/// assert_eq!(v, Some(3));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadMode {
+    /// The data has this type's own shape: JSON input, or Avro written with this type's
+    /// schema. A record key the record does not have is an error naming it.
+    #[default]
+    Exact,
+    /// Avro written with another schema of the event (the writer's, e.g. one from a Schema
+    /// Registry), resolved by Avro's rules: fields of the writer that the reader lacks are
+    /// skipped, and a `string` written is read into a `bytes` field.
+    WriterSchema,
+}
+
+/// Reads a field of type `T` in a [`ReadMode`] (a `serde::de::DeserializeSeed`).
+pub struct FieldSeed<T> {
+    mode: ReadMode,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T> FieldSeed<T> {
+    /// A seed reading in `mode`.
+    pub fn new(mode: ReadMode) -> Self {
+        Self {
+            mode,
+            _type: PhantomData,
+        }
+    }
+}
+
+impl<'de, T: EventField> de::DeserializeSeed<'de> for FieldSeed<T> {
+    type Value = T;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<T, D::Error> {
+        T::deserialize_field_in(deserializer, self.mode)
     }
 }
 
@@ -447,7 +498,26 @@ impl<T: EventField> EventField for Option<T> {
         }
     }
     fn deserialize_field<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Ok(Option::<De<T>>::deserialize(deserializer)?.map(|d| d.0))
+        Self::deserialize_field_in(deserializer, ReadMode::Exact)
+    }
+    fn deserialize_field_in<'de, D: Deserializer<'de>>(deserializer: D, mode: ReadMode) -> Result<Self, D::Error> {
+        struct OptionVisitor<T>(ReadMode, PhantomData<fn() -> T>);
+        impl<'de, T: EventField> Visitor<'de> for OptionVisitor<T> {
+            type Value = Option<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an optional value")
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+                T::deserialize_field_in(deserializer, self.0).map(Some)
+            }
+        }
+        deserializer.deserialize_option(OptionVisitor::<T>(mode, PhantomData))
     }
     fn resolve_key(field: &'static str, path: &[&str]) -> Result<ResolvedKey<Self>, KeyPathError> {
         let inner = T::resolve_key(field, path)?;
@@ -480,7 +550,10 @@ impl<T: EventField> EventField for Vec<T> {
         seq.end()
     }
     fn deserialize_field<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct SeqVisitor<T>(PhantomData<T>);
+        Self::deserialize_field_in(deserializer, ReadMode::Exact)
+    }
+    fn deserialize_field_in<'de, D: Deserializer<'de>>(deserializer: D, mode: ReadMode) -> Result<Self, D::Error> {
+        struct SeqVisitor<T>(ReadMode, PhantomData<fn() -> T>);
         impl<'de, T: EventField> Visitor<'de> for SeqVisitor<T> {
             type Value = Vec<T>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -489,13 +562,13 @@ impl<T: EventField> EventField for Vec<T> {
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 // Never trust a peer's size hint beyond a small bound.
                 let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(256));
-                while let Some(De(v)) = seq.next_element::<De<T>>()? {
+                while let Some(v) = seq.next_element_seed(FieldSeed::<T>::new(self.0))? {
                     out.push(v);
                 }
                 Ok(out)
             }
         }
-        deserializer.deserialize_seq(SeqVisitor(PhantomData))
+        deserializer.deserialize_seq(SeqVisitor::<T>(mode, PhantomData))
     }
 }
 
@@ -545,13 +618,13 @@ where
     map.end()
 }
 
-fn deserialize_map<'de, D, V, M>(deserializer: D) -> Result<M, D::Error>
+fn deserialize_map<'de, D, V, M>(deserializer: D, mode: ReadMode) -> Result<M, D::Error>
 where
     D: Deserializer<'de>,
     V: EventField,
     M: StringMap<V>,
 {
-    struct MapVisitor<V, M>(PhantomData<(V, M)>);
+    struct MapVisitor<V, M>(ReadMode, PhantomData<fn() -> (V, M)>);
     impl<'de, V: EventField, M: StringMap<V>> Visitor<'de> for MapVisitor<V, M> {
         type Value = M;
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -559,13 +632,14 @@ where
         }
         fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<M, A::Error> {
             let mut out = M::with_capacity(access.size_hint().unwrap_or(0).min(256));
-            while let Some((k, De(v))) = access.next_entry::<String, De<V>>()? {
+            while let Some(k) = access.next_key::<String>()? {
+                let v = access.next_value_seed(FieldSeed::<V>::new(self.0))?;
                 out.put(k, v);
             }
             Ok(out)
         }
     }
-    deserializer.deserialize_map(MapVisitor(PhantomData))
+    deserializer.deserialize_map(MapVisitor::<V, M>(mode, PhantomData))
 }
 
 macro_rules! map_field {
@@ -580,7 +654,10 @@ macro_rules! map_field {
                 serialize_map(serializer, self.len(), self.iter())
             }
             fn deserialize_field<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                deserialize_map::<D, V, Self>(deserializer)
+                deserialize_map::<D, V, Self>(deserializer, ReadMode::Exact)
+            }
+            fn deserialize_field_in<'de, D: Deserializer<'de>>(deserializer: D, mode: ReadMode) -> Result<Self, D::Error> {
+                deserialize_map::<D, V, Self>(deserializer, mode)
             }
         }
     };
@@ -687,20 +764,23 @@ pub trait EventDataInfo: Sized + Send + Sync + 'static {
     /// Resolves an `event_key_field` path (already split on `.`) inside this record.
     fn resolve_key_path(path: &[&str]) -> Result<ResolvedKey<Self>, KeyPathError>;
 
-    /// Reads the record from the entries of a map (field name, value), in any order.
+    /// Reads the record from the entries of a map (field name, value), in any order, in `mode`.
     #[doc(hidden)]
-    fn read_record<'de, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error>;
+    fn read_record<'de, A: MapAccess<'de>>(map: A, mode: ReadMode) -> Result<Self, A::Error>;
 }
 
 /// Reads a record through serde: what `#[derive(EventData)]` and `#[openedx_event]`
 /// deserialize with. The visitor and the field-name lookup live here, not in the
 /// generated code, so no generated item can shadow a user's type.
 #[doc(hidden)]
-pub fn deserialize_record<'de, T: EventDataInfo, D: Deserializer<'de>>(deserializer: D) -> Result<T, D::Error> {
-    deserializer.deserialize_struct(T::RECORD_NAME, T::FIELD_NAMES, RecordVisitor::<T>(PhantomData))
+pub fn deserialize_record<'de, T: EventDataInfo, D: Deserializer<'de>>(
+    deserializer: D,
+    mode: ReadMode,
+) -> Result<T, D::Error> {
+    deserializer.deserialize_struct(T::RECORD_NAME, T::FIELD_NAMES, RecordVisitor::<T>(mode, PhantomData))
 }
 
-struct RecordVisitor<T>(PhantomData<fn() -> T>);
+struct RecordVisitor<T>(ReadMode, PhantomData<fn() -> T>);
 
 impl<'de, T: EventDataInfo> Visitor<'de> for RecordVisitor<T> {
     type Value = T;
@@ -709,21 +789,30 @@ impl<'de, T: EventDataInfo> Visitor<'de> for RecordVisitor<T> {
         write!(f, "record {}", name.rsplit("::").next().unwrap_or(name))
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
-        T::read_record(map)
+        T::read_record(map, self.0)
     }
 }
 
-/// Reads a record's field name: the index of the field in `names`, `None` for a name the
-/// record does not have.
+/// Reads a record's field name: the index of the field in `names`. A name the record
+/// does not have is an error naming it, except when resolving a writer's schema
+/// ([`ReadMode::WriterSchema`]), where it is `None` (the value is skipped).
 #[doc(hidden)]
 pub struct FieldKey {
     names: &'static [&'static str],
+    mode: ReadMode,
 }
 
 impl FieldKey {
     #[doc(hidden)]
-    pub fn new(names: &'static [&'static str]) -> Self {
-        Self { names }
+    pub fn new(names: &'static [&'static str], mode: ReadMode) -> Self {
+        Self { names, mode }
+    }
+
+    fn unknown<E: de::Error>(&self, name: &str) -> Result<Option<usize>, E> {
+        match self.mode {
+            ReadMode::WriterSchema => Ok(None),
+            ReadMode::Exact => Err(E::unknown_field(name, self.names)),
+        }
     }
 }
 
@@ -740,10 +829,16 @@ impl Visitor<'_> for FieldKey {
         f.write_str("a field name")
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Option<usize>, E> {
-        Ok(self.names.iter().position(|n| *n == v))
+        match self.names.iter().position(|n| *n == v) {
+            Some(i) => Ok(Some(i)),
+            None => self.unknown(v),
+        }
     }
     fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Option<usize>, E> {
-        Ok(self.names.iter().position(|n| n.as_bytes() == v))
+        match self.names.iter().position(|n| n.as_bytes() == v) {
+            Some(i) => Ok(Some(i)),
+            None => self.unknown(&String::from_utf8_lossy(v)),
+        }
     }
 }
 

@@ -7,6 +7,7 @@ use serde_avro_fast::de::read::SliceRead;
 use serde_avro_fast::de::{DeserializerConfig, DeserializerState};
 use serde_avro_fast::ser::{SerializerConfig, SerializerState};
 
+use crate::data::{deserialize_record, ReadMode};
 use crate::event::OpenEdxEvent;
 
 /// Error encoding event data.
@@ -103,7 +104,12 @@ pub fn encode<E: OpenEdxEvent>(event: &E) -> Result<Vec<u8>, EncodeError> {
 /// the input's length (block counts and lengths are checked against the bytes present).
 pub fn decode<E: OpenEdxEvent>(bytes: &[u8]) -> Result<E, DecodeError> {
     let schema = E::avro_schema();
-    decode_datum(bytes, schema.parsed(), schema.max_seq_size(bytes.len()))
+    decode_datum(
+        bytes,
+        schema.parsed(),
+        schema.max_seq_size(bytes.len()),
+        ReadMode::Exact,
+    )
 }
 
 /// Decodes event data written with another schema of the event, the writer's (e.g. one
@@ -132,18 +138,24 @@ pub fn decode_with_writer_schema<E: OpenEdxEvent>(
     writer: &serde_avro_fast::Schema,
 ) -> Result<E, DecodeError> {
     // The writer's schema is not ours: it may hold arrays of zero-byte values.
-    decode_datum(bytes, writer, bytes.len().max(super::schema::ZERO_SIZE_SEQ_LIMIT))
+    decode_datum(
+        bytes,
+        writer,
+        bytes.len().max(super::schema::ZERO_SIZE_SEQ_LIMIT),
+        ReadMode::WriterSchema,
+    )
 }
 
 fn decode_datum<E: OpenEdxEvent>(
     bytes: &[u8],
     schema: &serde_avro_fast::Schema,
     max_seq_size: usize,
+    mode: ReadMode,
 ) -> Result<E, DecodeError> {
     let mut config = DeserializerConfig::new(schema);
     config.max_seq_size = max_seq_size;
     let mut state = DeserializerState::with_config(SliceRead::new(bytes), config);
-    let event = E::deserialize(state.deserializer()).map_err(|source| DecodeError::Avro {
+    let event = deserialize_record::<E, _>(state.deserializer(), mode).map_err(|source| DecodeError::Avro {
         event_type: E::EVENT_TYPE,
         source,
     })?;
