@@ -433,6 +433,71 @@ fn avro_with_a_writer_schema_still_skips_fields_the_reader_lacks() {
     );
 }
 
+/// Sent in this test: bytes fields, for data written as strings.
+#[openedx_event("org.openedx.learning.test_fields.blob.v1")]
+#[derive(Clone, Debug, PartialEq)]
+pub struct Blob {
+    /// Bytes.
+    pub data: Vec<u8>,
+    /// Optional bytes.
+    pub maybe: Option<Vec<u8>>,
+    /// Bytes in a list.
+    pub list: Vec<Vec<u8>>,
+}
+
+/// Sent in this test: string fields, for data written as bytes.
+#[openedx_event("org.openedx.learning.test_fields.text.v1")]
+#[derive(Clone, Debug, PartialEq)]
+pub struct Text {
+    /// A string.
+    pub text: String,
+    /// An optional string.
+    pub maybe: Option<String>,
+}
+
+/// `string` and `bytes` promote to each other (Avro's resolution rules): what the
+/// evolution check accepts, `decode_with_writer_schema` reads, both ways.
+#[test]
+fn string_and_bytes_promotions_decode_as_the_evolution_check_allows() {
+    let as_strings = json!({"type": "record", "name": "CloudEvent", "fields": [
+        {"name": "data", "type": "string"},
+        {"name": "maybe", "type": ["null", "string"], "default": null},
+        {"name": "list", "type": {"type": "array", "items": "string"}}]});
+    assert_eq!(avro::schema_mismatches(Blob::avro_schema().json(), &as_strings), []);
+    let writer: serde_avro_fast::Schema = as_strings.to_string().parse().unwrap();
+    let bytes = [&[10][..], "café".as_bytes(), &[2, 2, b'x', 2, 4, b'a', b'b', 0]].concat();
+    let blob: Blob = avro::decode_with_writer_schema(&bytes, &writer).expect("strings read as bytes");
+    assert_eq!(
+        blob,
+        Blob {
+            data: "café".as_bytes().to_vec(),
+            maybe: Some(b"x".to_vec()),
+            list: vec![b"ab".to_vec()],
+        }
+    );
+
+    let as_bytes = json!({"type": "record", "name": "CloudEvent", "fields": [
+        {"name": "text", "type": "bytes"},
+        {"name": "maybe", "type": ["null", "bytes"], "default": null}]});
+    assert_eq!(avro::schema_mismatches(Text::avro_schema().json(), &as_bytes), []);
+    let writer: serde_avro_fast::Schema = as_bytes.to_string().parse().unwrap();
+    let bytes = [&[10][..], "café".as_bytes(), &[2, 2, b'x']].concat();
+    let text: Text = avro::decode_with_writer_schema(&bytes, &writer).expect("bytes read as strings");
+    assert_eq!(
+        text,
+        Text {
+            text: "café".into(),
+            maybe: Some("x".into()),
+        }
+    );
+    // Bytes that are not UTF-8 cannot be a string: an error, not a panic.
+    let err = avro::decode_with_writer_schema::<Text>(&[2, 0xff, 0], &writer).expect_err("not UTF-8");
+    assert!(
+        err.to_string().contains("Text") || err.to_string().contains("text.v1"),
+        "{err}"
+    );
+}
+
 /// Records named like the items and type parameters a derive might generate.
 mod shadowing {
     use openedx_events::{openedx_event, EventData, Map};

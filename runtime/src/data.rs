@@ -389,7 +389,10 @@ impl EventField for Vec<u8> {
         serializer.serialize_bytes(self)
     }
     fn deserialize_field<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct BytesVisitor;
+        Self::deserialize_field_in(deserializer, ReadMode::Exact)
+    }
+    fn deserialize_field_in<'de, D: Deserializer<'de>>(deserializer: D, mode: ReadMode) -> Result<Self, D::Error> {
+        struct BytesVisitor(ReadMode);
         impl<'de> Visitor<'de> for BytesVisitor {
             type Value = Vec<u8>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -401,6 +404,14 @@ impl EventField for Vec<u8> {
             fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Self::Value, E> {
                 Ok(v)
             }
+            /// A `string` written, `bytes` read: Avro's promotion (the UTF-8 bytes), which
+            /// the evolution check allows. JSON gives bytes as numbers, never as a string.
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                match self.0 {
+                    ReadMode::WriterSchema => Ok(v.as_bytes().to_vec()),
+                    ReadMode::Exact => Err(E::invalid_type(de::Unexpected::Str(v), &self)),
+                }
+            }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
                 while let Some(b) = seq.next_element::<u8>()? {
@@ -409,7 +420,7 @@ impl EventField for Vec<u8> {
                 Ok(out)
             }
         }
-        deserializer.deserialize_byte_buf(BytesVisitor)
+        deserializer.deserialize_byte_buf(BytesVisitor(mode))
     }
 }
 
