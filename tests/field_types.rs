@@ -490,6 +490,11 @@ fn string_and_bytes_promotions_decode_as_the_evolution_check_allows() {
             maybe: Some("x".into()),
         }
     );
+    // JSON gives bytes as numbers: a string there is refused, not taken as its UTF-8.
+    let err = serde_json::from_value::<Blob>(json!({"data": "abc", "maybe": null, "list": []}))
+        .expect_err("a JSON string for bytes")
+        .to_string();
+    assert!(err.contains("invalid type: string"), "{err}");
     // Bytes that are not UTF-8 cannot be a string: an error, not a panic.
     let err = avro::decode_with_writer_schema::<Text>(&[2, 0xff, 0], &writer).expect_err("not UTF-8");
     assert!(
@@ -578,7 +583,13 @@ fn records_named_like_generated_items_compile_and_round_trip() {
     let bytes = avro::encode(&event).unwrap();
     assert_eq!(avro::decode::<A>(&bytes).unwrap(), event);
     let json = serde_json::to_value(&event).unwrap();
-    assert_eq!(serde_json::from_value::<A>(json).unwrap(), event);
+    assert_eq!(serde_json::from_value::<A>(json.clone()).unwrap(), event);
+    // An unknown key in a record that is a map value is refused too, with its path.
+    let mut typo = json;
+    typo["s"]["k"]["dd"] = json!(null);
+    let ops = openedx_events::registry::find(A::EVENT_TYPE).unwrap().ops();
+    let err = ops.from_json(&typo).map(drop).expect_err("unknown key").to_string();
+    assert!(err.contains("s.k") && err.contains("unknown field `dd`"), "{err}");
 }
 
 /// Type strings that differ only where the old alias spelling merged them.
