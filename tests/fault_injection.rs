@@ -1,0 +1,720 @@
+//! Fault injection: producers and consumers run N events through a TCP proxy (noxious, a
+//! Rust port of Toxiproxy, in-process; see `support/proxy.rs`) that cuts connections
+//! mid-batch, holds or delays replies and slows the link, on a schedule drawn from a
+//! printed seed (`OEV_FAULT_SEED=<seed>` replays it). What arrived is counted from
+//! outside: on a connection to Redis that does not go through the proxy, or by the
+//! receivers. Then hostile input for every consumer: entries and messages a peer may
+//! write, each dead-lettered with a reason, never a panic, never left pending.
+//!
+//! Kafka through a proxy needs a broker that advertises the proxy's address (librdkafka's
+//! mock cluster advertises its own), so the Kafka part here is hostile input on the mock
+//! cluster (or a `KAFKA_BOOTSTRAP_SERVERS` broker).
+
+#[path = "support/proxy.rs"]
+mod proxy_support;
+mod redis_support;
+
+#[path = "support/kafka.rs"]
+mod kafka_support;
+#[path = "support/registry.rs"]
+mod registry_support;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openedx_events::catalog::content_authoring::*;
+use openedx_events::consumer::redis::{RedisConsumer, RedisConsumerOptions, StartPosition};
+use openedx_events::producer::redis::{RedisProducer, RedisProducerConfig};
+use openedx_events::producer::{Producer, ProducerRecord};
+use openedx_events::{EventMetadata, OpenEdxEvent};
+use proxy_support::{FaultProxy, Rng};
+use redis_support::{unique, url, Cleanup};
+
+/// Keys the events are spread over; order is checked per key.
+const KEYS: usize = 16;
+
+/// Event `seq`: key `seq % KEYS`, and `seq` itself in `block_type`, to be read back.
+fn xblock(seq: usize) -> XBlockPublished {
+    XBlockPublished {
+        xblock_info: XBlockData {
+            usage_key: format!("block-v1:edX+Faults+2026+type@problem+block@k{}", seq % KEYS)
+                .parse()
+                .unwrap(),
+            block_type: format!("b{seq}"),
+            version: None,
+        },
+    }
+}
+
+fn seq_of(data: &XBlockPublished) -> usize {
+    data.xblock_info.block_type[1..].parse().unwrap()
+}
+
+fn record(topic: &str, seq: usize) -> ProducerRecord {
+    ProducerRecord {
+        topic: topic.into(),
+        key: None,
+        key_field: None,
+        metadata: EventMetadata::generate(XBlockPublished::EVENT_TYPE, XBlockPublished::MINOR_VERSION),
+        data: Arc::new(xblock(seq)),
+    }
+}
+
+/// The fields of a stream entry, names and values as bytes.
+type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// An `XRANGE` reply.
+type Page = Vec<(String, Fields)>;
+
+/// `host:port` of the Redis under test.
+fn redis_addr(url: &str) -> String {
+    match &redis::Client::open(url).unwrap().get_connection_info().addr {
+        redis::ConnectionAddr::Tcp(host, port) => format!("{host}:{port}"),
+        other => panic!("the fault tests need Redis over plain TCP, not {other:?}"),
+    }
+}
+
+/// An async connection to Redis that does not go through the proxy.
+async fn direct(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// The `id` field of every entry of a stream, in stream order.
+async fn stream_ids(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> Vec<uuid::Uuid> {
+    let mut out = Vec::new();
+    let mut start = "-".to_owned();
+    loop {
+        let page: Page = redis::cmd("XRANGE")
+            .arg(key)
+            .arg(&start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(5000)
+            .query_async(conn)
+            .await
+            .unwrap();
+        let n = page.len();
+        if let Some((last, _)) = page.last() {
+            start = format!("({last}");
+        }
+        for (entry, fields) in page {
+            let id = fields
+                .iter()
+                .find(|(k, _)| k == b"id")
+                .map(|(_, v)| std::str::from_utf8(v).unwrap().parse().unwrap())
+                .unwrap_or_else(|| panic!("entry {entry} of {key} has no id"));
+            out.push(id);
+        }
+        if n < 5000 {
+            return out;
+        }
+    }
+}
+
+/// What a sequence of deliveries breaks: ids never delivered, ids delivered more than
+/// once, and keys whose events came out of order (`(key, earlier seq, later seq)`).
+#[derive(Debug, Default)]
+struct Verdict {
+    missing: Vec<usize>,
+    doubled: Vec<(usize, usize)>,
+    out_of_order: Vec<(usize, usize, usize)>,
+    unknown: usize,
+}
+
+/// Compares deliveries (event ids, in delivery order) with what was sent (`seq` by id).
+/// Order per key is checked on each id's first delivery.
+fn judge(sent: &HashMap<uuid::Uuid, usize>, delivered: &[uuid::Uuid]) -> Verdict {
+    let mut v = Verdict::default();
+    let mut count: HashMap<uuid::Uuid, usize> = HashMap::new();
+    let mut last: HashMap<usize, usize> = HashMap::new();
+    for id in delivered {
+        let Some(&seq) = sent.get(id) else {
+            v.unknown += 1;
+            continue;
+        };
+        let c = count.entry(*id).or_default();
+        *c += 1;
+        if *c > 1 {
+            continue;
+        }
+        let key = seq % KEYS;
+        if let Some(&prev) = last.get(&key) {
+            if prev > seq && v.out_of_order.len() < 20 {
+                v.out_of_order.push((key, prev, seq));
+            }
+        }
+        last.insert(key, seq.max(last.get(&key).copied().unwrap_or(0)));
+    }
+    let mut missing: Vec<usize> = sent
+        .iter()
+        .filter(|(id, _)| !count.contains_key(id))
+        .map(|(_, &s)| s)
+        .collect();
+    missing.sort_unstable();
+    v.missing = missing;
+    let mut doubled: Vec<(usize, usize)> = count
+        .iter()
+        .filter(|(_, &c)| c > 1)
+        .map(|(id, &c)| (sent[id], c))
+        .collect();
+    doubled.sort_unstable();
+    v.doubled = doubled;
+    v
+}
+
+fn short<T: std::fmt::Debug>(items: &[T]) -> String {
+    if items.len() <= 20 {
+        format!("{items:?}")
+    } else {
+        format!("{:?}... ({} in all)", &items[..20], items.len())
+    }
+}
+
+/// The fault schedule in the background until `done`; returns the proxy with its history.
+fn run_faults(
+    mut proxy: FaultProxy,
+    seed: u64,
+    max_bytes_before_cut: u64,
+) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<FaultProxy>) {
+    let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        let mut rng = Rng::new(seed ^ 0x5eed);
+        proxy.run_schedule(&mut rng, max_bytes_before_cut, &done_rx).await;
+        proxy
+    });
+    (done_tx, task)
+}
+
+/// N events through the proxy to Redis with `RedisProducer`, flushing every round while
+/// more events are produced: each `flush` that returns Ok must find every event accepted
+/// before it in the stream (read without the proxy), and at the end every event is there
+/// exactly once (the module documentation promises at most a duplicate whose first copy
+/// was pushed out of a 1,000-entry window, which these runs never reach), in order per key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_producer_through_faults_loses_doubles_and_reorders_nothing_and_flush_tells_the_truth() {
+    redis_support::init_tracing();
+    let seed = proxy_support::seed("redis producer");
+    let mut rng = Rng::new(seed);
+    let url = url();
+    let stream = unique("fault-producer");
+    let _cleanup = Cleanup::new(&url, &[&stream]);
+    let mut check = direct(&url).await;
+
+    let proxy = FaultProxy::start(&redis_addr(&url)).await;
+    let mut config = RedisProducerConfig::new(format!("redis://{}/", proxy.addr()));
+    config.stream_max_len = 0;
+    config.batch_size = rng.range(20, 400) as usize;
+    config.connect_timeout = Duration::from_millis(800);
+    config.response_timeout = Duration::from_millis(rng.range(300, 1200));
+    config.reconnect_min_delay = Duration::from_millis(10);
+    config.reconnect_max_delay = Duration::from_millis(300);
+    eprintln!(
+        "batch_size {}, response_timeout {:?}",
+        config.batch_size, config.response_timeout
+    );
+    let producer = Arc::new(RedisProducer::start(config).unwrap());
+    let (done, faults) = run_faults(proxy, seed, 120_000);
+
+    let n = 4000usize;
+    let rounds = 8usize;
+    let mut sent: HashMap<uuid::Uuid, usize> = HashMap::new();
+    let mut accepted: Vec<uuid::Uuid> = Vec::new();
+    let mut flush_lies: Vec<String> = Vec::new();
+    let mut flush_errors: Vec<String> = Vec::new();
+    let mut next = 0usize;
+    // Produces `count` events in bursts with short pauses, so batches of every size are
+    // in flight when the faults strike.
+    let mut plan: Vec<(usize, u64)> = Vec::new();
+    while plan.iter().map(|p| p.0).sum::<usize>() < n {
+        plan.push((rng.range(1, 150) as usize, rng.range(0, 25)));
+    }
+    let mut plan = plan.into_iter();
+    let produce_some = |count: usize,
+                        plan: &mut std::vec::IntoIter<(usize, u64)>,
+                        next: &mut usize,
+                        sent: &mut HashMap<uuid::Uuid, usize>,
+                        accepted: &mut Vec<uuid::Uuid>| {
+        let producer = producer.clone();
+        let stream = stream.clone();
+        let mut steps = Vec::new();
+        let mut left = count;
+        while left > 0 {
+            let (burst, pause) = plan.next().unwrap_or((left, 0));
+            let burst = burst.min(left);
+            let mut records = Vec::new();
+            for _ in 0..burst {
+                let r = record(&stream, *next);
+                sent.insert(r.metadata.id, *next);
+                accepted.push(r.metadata.id);
+                records.push(r);
+                *next += 1;
+            }
+            steps.push((records, pause));
+            left -= burst;
+        }
+        async move {
+            for (records, pause) in steps {
+                for r in records {
+                    let id = r.metadata.id;
+                    producer
+                        .produce(r)
+                        .unwrap_or_else(|e| panic!("produce refused event {id}: {e}"));
+                }
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+        }
+    };
+    let per_round = n / rounds;
+    produce_some(per_round, &mut plan, &mut next, &mut sent, &mut accepted).await;
+    for round in 1..=rounds {
+        let before: Vec<uuid::Uuid> = accepted.clone();
+        let more = if round < rounds { per_round } else { 0 };
+        let producing = produce_some(more, &mut plan, &mut next, &mut sent, &mut accepted);
+        let started = Instant::now();
+        let (flushed, ()) = tokio::join!(producer.flush(Duration::from_secs(30)), producing);
+        let in_stream: HashSet<uuid::Uuid> = stream_ids(&mut check, &stream).await.into_iter().collect();
+        let missing = before.iter().filter(|id| !in_stream.contains(id)).count();
+        match flushed {
+            Ok(()) if missing > 0 => flush_lies.push(format!(
+                "round {round}: flush returned Ok after {:?} with {missing} of the {} events accepted before it not in the stream",
+                started.elapsed(),
+                before.len()
+            )),
+            Ok(()) => {}
+            Err(e) => flush_errors.push(format!("round {round}: flush failed after {:?}: {e}", started.elapsed())),
+        }
+    }
+    done.send_replace(true);
+    let proxy = faults.await.unwrap();
+    let shutdown = producer.shutdown(Duration::from_secs(30)).await;
+    let stats = producer.stats();
+    let delivered = stream_ids(&mut check, &stream).await;
+    let verdict = judge(&sent, &delivered);
+    let report = format!(
+        "seed {seed} (replay with OEV_FAULT_SEED={seed})\nstats {stats:?}\nshutdown {shutdown:?}\n\
+         stream holds {} entries for {} events sent\nmissing (seq) {}\ndoubled (seq, copies) {}\n\
+         out of order (key, seq before, seq after) {:?}\nflush lies {flush_lies:#?}\nflush errors {flush_errors:#?}\n\
+         fault phases:\n  {}",
+        delivered.len(),
+        sent.len(),
+        short(&verdict.missing),
+        short(&verdict.doubled),
+        verdict.out_of_order,
+        proxy.history(),
+    );
+    eprintln!("{report}");
+    assert_eq!(sent.len(), n);
+    assert!(
+        verdict.missing.is_empty()
+            && verdict.doubled.is_empty()
+            && verdict.out_of_order.is_empty()
+            && verdict.unknown == 0
+            && flush_lies.is_empty()
+            && flush_errors.is_empty()
+            && shutdown.is_ok()
+            && delivered.len() == n,
+        "{report}"
+    );
+}
+
+/// N events written to a stream, read by one consumer through the proxy under faults: the
+/// receiver sees every event with its original id and data, in order per key (first
+/// deliveries; a redelivery is what at-least-once allows), nothing goes to the dead
+/// letters, and the group has nothing pending afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_consumer_through_faults_delivers_every_event_in_order_and_leaves_nothing_pending() {
+    redis_support::init_tracing();
+    let seed = proxy_support::seed("redis consumer");
+    let mut rng = Rng::new(seed);
+    let url = url();
+    let stream = unique("fault-consumer");
+    let group = unique("g");
+    let mut cleanup = Cleanup::new(&url, &[&stream]);
+    let mut check = direct(&url).await;
+
+    // Written without faults, straight to Redis.
+    let n = 3000usize;
+    let mut sent: HashMap<uuid::Uuid, usize> = HashMap::new();
+    {
+        let mut c = RedisProducerConfig::new(&url);
+        c.stream_max_len = 0;
+        let p = RedisProducer::start(c).unwrap();
+        for seq in 0..n {
+            let r = record(&stream, seq);
+            sent.insert(r.metadata.id, seq);
+            p.produce(r).unwrap();
+        }
+        p.shutdown(Duration::from_secs(30)).await.unwrap();
+    }
+    assert_eq!(stream_ids(&mut check, &stream).await.len(), n);
+
+    // Every delivery of one of our events: id, and whether its data is the original.
+    let deliveries: Arc<Mutex<Vec<(uuid::Uuid, bool)>>> = Arc::default();
+    {
+        let sent = sent.clone();
+        let deliveries = deliveries.clone();
+        XBlockPublished::signal().connect(move |env: &openedx_events::Envelope<XBlockPublished>| {
+            if let Some(&seq) = sent.get(&env.metadata.id) {
+                let same = seq_of(&env.data) == seq && *env.data == xblock(seq);
+                deliveries.lock().unwrap().push((env.metadata.id, same));
+            }
+        });
+    }
+
+    let proxy = FaultProxy::start(&redis_addr(&url)).await;
+    let mut o = RedisConsumerOptions {
+        start: StartPosition::Beginning,
+        block: Duration::from_millis(100),
+        connect_timeout: Duration::from_millis(800),
+        response_timeout: Duration::from_millis(rng.range(300, 1200)),
+        reconnect_min_delay: Duration::from_millis(10),
+        reconnect_max_delay: Duration::from_millis(300),
+        ..Default::default()
+    };
+    o.common.batch_size = rng.range(5, 200) as usize;
+    o.common.retry_delay = Duration::from_millis(1000);
+    eprintln!(
+        "batch_size {}, response_timeout {:?}",
+        o.common.batch_size, o.response_timeout
+    );
+    let consumer = RedisConsumer::new(&format!("redis://{}/", proxy.addr()), &stream, &group, "c1", o).unwrap();
+    cleanup.add(consumer.dead_letter_stream());
+    let dead_letter = consumer.dead_letter_stream().to_owned();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(consumer.run(async move {
+        let _ = stop_rx.await;
+    }));
+    let (done, faults) = run_faults(proxy, seed, 60_000);
+
+    // Faults until every event was seen once (or the time is up), then a clean link until
+    // nothing is pending.
+    let all_seen = |d: &[(uuid::Uuid, bool)]| d.iter().map(|x| x.0).collect::<HashSet<_>>().len() >= n;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !all_seen(&deliveries.lock().unwrap()) && Instant::now() < deadline && !running.is_finished() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    done.send_replace(true);
+    let proxy = faults.await.unwrap();
+    let settle = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < settle && !running.is_finished() {
+        if pending_of(&mut check, &stream, &group).await == 0 && all_seen(&deliveries.lock().unwrap()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = stop_tx.send(());
+    let result = tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .expect("the consumer did not stop within 20 s of its shutdown")
+        .expect("the consumer task panicked");
+    let pending = pending_of(&mut check, &stream, &group).await;
+    let dead: usize = redis::cmd("XLEN")
+        .arg(&dead_letter)
+        .query_async(&mut check)
+        .await
+        .unwrap();
+
+    let deliveries = deliveries.lock().unwrap().clone();
+    let altered = deliveries.iter().filter(|d| !d.1).count();
+    let ids: Vec<uuid::Uuid> = deliveries.iter().map(|d| d.0).collect();
+    let verdict = judge(&sent, &ids);
+    let report = format!(
+        "seed {seed} (replay with OEV_FAULT_SEED={seed})\nconsumer {result:?}\n{} deliveries of {n} events; \
+         {} redelivered (at least once allows it)\nmissing (seq) {}\naltered data {altered}\n\
+         out of order (key, seq before, seq after) {:?}\npending after {pending}\ndead-lettered {dead}\n\
+         fault phases:\n  {}",
+        deliveries.len(),
+        verdict.doubled.len(),
+        short(&verdict.missing),
+        verdict.out_of_order,
+        proxy.history(),
+    );
+    eprintln!("{report}");
+    assert!(
+        result.is_ok()
+            && verdict.missing.is_empty()
+            && altered == 0
+            && verdict.out_of_order.is_empty()
+            && pending == 0
+            && dead == 0,
+        "{report}"
+    );
+}
+
+async fn pending_of(conn: &mut redis::aio::MultiplexedConnection, stream: &str, group: &str) -> u64 {
+    let v: redis::Value = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(group)
+        .query_async(conn)
+        .await
+        .unwrap();
+    match v {
+        redis::Value::Array(items) => match items.first() {
+            Some(redis::Value::Int(n)) => *n as u64,
+            other => panic!("unexpected XPENDING reply {other:?}"),
+        },
+        other => panic!("unexpected XPENDING reply {other:?}"),
+    }
+}
+
+/// One entry of the hostile-input test: what it is, and its fields as written.
+type Hostile = (&'static str, Fields);
+
+/// Metadata fields of a well-formed entry of `event_type`.
+fn good_fields(event_type: &str, data: Vec<u8>) -> Fields {
+    vec![
+        (b"type".to_vec(), event_type.as_bytes().to_vec()),
+        (b"id".to_vec(), uuid::Uuid::new_v4().to_string().into_bytes()),
+        (b"source".to_vec(), b"openedx/test/web".to_vec()),
+        (b"time".to_vec(), b"2026-11-27T13:20:05.364687+00:00".to_vec()),
+        (b"minorversion".to_vec(), b"0".to_vec()),
+        (b"sourcehost".to_vec(), b"h".to_vec()),
+        (b"sourcelib".to_vec(), b"10.5.0".to_vec()),
+        (b"event_data".to_vec(), data),
+    ]
+}
+
+fn without(mut fields: Fields, name: &[u8]) -> Fields {
+    fields.retain(|(k, _)| k != name);
+    fields
+}
+
+fn replaced(mut fields: Fields, name: &[u8], value: Vec<u8>) -> Fields {
+    for (k, v) in &mut fields {
+        if k == name {
+            *v = value.clone();
+        }
+    }
+    fields
+}
+
+fn renamed(mut fields: Fields, name: &[u8], to: Vec<u8>) -> Fields {
+    for (k, _) in &mut fields {
+        if k == name {
+            *k = to.clone();
+        }
+    }
+    fields
+}
+
+fn doubled(mut fields: Fields, name: &[u8], second: Vec<u8>) -> Fields {
+    fields.push((name.to_vec(), second));
+    fields
+}
+
+/// Entries a peer may write that cannot be handled: each must go to the dead letters.
+fn hostile_redis_entries() -> Vec<Hostile> {
+    let t = XBlockPublished::EVENT_TYPE;
+    let good = openedx_events::avro::encode(&xblock(1)).unwrap();
+    let g = || good_fields(t, good.clone());
+    let mut truncated = good.clone();
+    truncated.truncate(good.len() / 2);
+    // A string length of 2^62 in the first field: a decoder must not try to allocate it.
+    let mut huge_length = Vec::new();
+    let mut n: u64 = (1u64 << 62) << 1; // zigzag of 2^62
+    while n >= 0x80 {
+        huge_length.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    huge_length.push(n as u8);
+    huge_length.extend_from_slice(b"block-v1:");
+    let enrollment_like = {
+        // Valid Avro of other data: a long, a boolean, then strings.
+        let mut v = vec![0x0a, 0x01];
+        v.extend([0x08]);
+        v.extend(b"user");
+        v
+    };
+    vec![
+        (
+            "non-UTF-8 field names only",
+            g().into_iter()
+                .map(|(mut k, v)| {
+                    k.push(0xff);
+                    (k, v)
+                })
+                .collect(),
+        ),
+        (
+            "non-UTF-8 name instead of `type`",
+            renamed(g(), b"type", vec![0xc3, 0x28]),
+        ),
+        (
+            "non-UTF-8 name instead of `event_data`",
+            renamed(g(), b"event_data", vec![0xfe, 0xff]),
+        ),
+        ("non-UTF-8 `type` value", replaced(g(), b"type", vec![0xff, 0xfe, 0xfd])),
+        ("non-UTF-8 `id` value", replaced(g(), b"id", vec![0x80; 36])),
+        (
+            "non-UTF-8 `time` value",
+            replaced(g(), b"time", b"2026-11-27T13:20:05\xff".to_vec()),
+        ),
+        ("missing `type`", without(g(), b"type")),
+        ("missing `id`", without(g(), b"id")),
+        ("missing `time`", without(g(), b"time")),
+        ("missing `event_data`", without(g(), b"event_data")),
+        ("only `event_data`", vec![(b"event_data".to_vec(), good.clone())]),
+        (
+            "doubled `id` with two values",
+            doubled(g(), b"id", uuid::Uuid::new_v4().to_string().into_bytes()),
+        ),
+        (
+            "doubled `type`, the second unknown",
+            doubled(g(), b"type", b"org.openedx.nothing.here.v1".to_vec()),
+        ),
+        (
+            "doubled `event_data`, the second garbage",
+            doubled(g(), b"event_data", vec![0xff; 9]),
+        ),
+        (
+            "doubled `time` with two values",
+            doubled(g(), b"time", b"2020-01-01T00:00:00+00:00".to_vec()),
+        ),
+        (
+            "huge `event_data` (8 MiB of garbage)",
+            replaced(g(), b"event_data", vec![0xfd; 8 << 20]),
+        ),
+        ("huge `type` (1 MiB)", replaced(g(), b"type", vec![b'x'; 1 << 20])),
+        (
+            "string length of 2^62 in `event_data`",
+            replaced(g(), b"event_data", huge_length),
+        ),
+        ("`id` not a UUID", replaced(g(), b"id", b"42".to_vec())),
+        ("`time` not a time", replaced(g(), b"time", b"yesterday".to_vec())),
+        ("`time` a number", replaced(g(), b"time", b"1764249605".to_vec())),
+        (
+            "`minorversion` not a number",
+            replaced(g(), b"minorversion", b"one".to_vec()),
+        ),
+        (
+            "`minorversion` negative",
+            replaced(g(), b"minorversion", b"-1".to_vec()),
+        ),
+        (
+            "`sourcelib` not a version",
+            replaced(g(), b"sourcelib", b"ten.five".to_vec()),
+        ),
+        (
+            "unknown event type",
+            replaced(g(), b"type", b"org.openedx.nothing.here.v1".to_vec()),
+        ),
+        ("empty event type", replaced(g(), b"type", Vec::new())),
+        ("truncated Avro", replaced(g(), b"event_data", truncated)),
+        ("empty Avro", replaced(g(), b"event_data", Vec::new())),
+        ("Avro of other data", replaced(g(), b"event_data", enrollment_like)),
+    ]
+}
+
+/// Hostile entries written straight to a stream, then one good event: the Redis consumer
+/// dead-letters each hostile one to `{topic}-dead-letter` with a reason and its original
+/// id, goes on to the good one, never panics, and leaves nothing pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_consumer_dead_letters_every_hostile_entry_with_a_reason_and_goes_on() {
+    redis_support::init_tracing();
+    let url = url();
+    let stream = unique("hostile");
+    let group = unique("g");
+    let mut cleanup = Cleanup::new(&url, &[&stream]);
+    let mut conn = direct(&url).await;
+    let hostile = hostile_redis_entries();
+    let mut written: Vec<(String, &str)> = Vec::new();
+    for (what, fields) in &hostile {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&stream).arg("*");
+        for (k, v) in fields {
+            cmd.arg(&k[..]).arg(&v[..]);
+        }
+        let id: String = cmd.query_async(&mut conn).await.unwrap();
+        written.push((id, what));
+    }
+    let good = xblock(99);
+    let good_id = uuid::Uuid::new_v4();
+    let mut fields = good_fields(
+        XBlockPublished::EVENT_TYPE,
+        openedx_events::avro::encode(&good).unwrap(),
+    );
+    fields[1].1 = good_id.to_string().into_bytes();
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(&stream).arg("*");
+    for (k, v) in &fields {
+        cmd.arg(&k[..]).arg(&v[..]);
+    }
+    let _: String = cmd.query_async(&mut conn).await.unwrap();
+
+    let seen: Arc<Mutex<Vec<uuid::Uuid>>> = Arc::default();
+    {
+        let seen = seen.clone();
+        XBlockPublished::signal().connect(move |env: &openedx_events::Envelope<XBlockPublished>| {
+            seen.lock().unwrap().push(env.metadata.id);
+        });
+    }
+    let mut o = RedisConsumerOptions {
+        block: Duration::from_millis(100),
+        max_count: Some(hostile.len() as u64 + 1),
+        ..Default::default()
+    };
+    o.common.batch_size = 7;
+    let consumer = RedisConsumer::new(&url, &stream, &group, "c1", o).unwrap();
+    let dead_letter = consumer.dead_letter_stream().to_owned();
+    cleanup.add(&dead_letter);
+    let ran = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::spawn(consumer.run(futures::future::pending())),
+    )
+    .await;
+    let result = match ran {
+        Err(_) => Err("the consumer did not complete the entries within 30 s (stuck?)".to_owned()),
+        Ok(Err(panic)) => Err(format!("the consumer panicked: {panic}")),
+        Ok(Ok(r)) => r.map_err(|e| format!("the consumer stopped: {e}")),
+    };
+
+    // What reached the dead letters, by original id.
+    let page: Page = redis::cmd("XRANGE")
+        .arg(&dead_letter)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut reasons: HashMap<String, String> = HashMap::new();
+    for (_, fields) in page {
+        let get = |name: &[u8]| {
+            fields
+                .iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        };
+        if let Some(original) = get(b"original_id") {
+            reasons.insert(original, get(b"error").unwrap_or_default());
+        }
+    }
+    let mut problems = Vec::new();
+    for (id, what) in &written {
+        match reasons.get(id) {
+            None => problems.push(format!("{what}: not dead-lettered")),
+            Some(r) if r.trim().is_empty() => problems.push(format!("{what}: dead-lettered without a reason")),
+            Some(_) => {}
+        }
+    }
+    let pending = pending_of(&mut conn, &stream, &group).await;
+    let seen = seen.lock().unwrap().clone();
+    for (id, what) in &written {
+        if let Some(r) = reasons.get(id) {
+            eprintln!("{what}: {}", r.chars().take(160).collect::<String>());
+        }
+    }
+    eprintln!(
+        "consumer: {result:?}\ngood event seen: {}\npending: {pending}",
+        seen.contains(&good_id)
+    );
+    assert!(
+        problems.is_empty() && result.is_ok() && seen == vec![good_id] && pending == 0,
+        "{problems:#?}\nconsumer: {result:?}\nreceived {seen:?} (expected only {good_id})\npending {pending}"
+    );
+}
