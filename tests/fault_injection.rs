@@ -322,6 +322,66 @@ async fn redis_producer_through_faults_loses_doubles_and_reorders_nothing_and_fl
     );
 }
 
+/// A slow link (every connection through a slicer, about 100 KB/s towards Redis) and a
+/// response timeout shorter than a batch takes to cross it: the timed-out connection is
+/// not closed (the redis crate keeps it open until the replies of its requests arrive), so
+/// the rest of the batch still reaches Redis after the new connection's check for entries
+/// already written, and the events resent meanwhile are written twice. The README promises
+/// "reconnects without losing or doubling events".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_producer_resending_after_a_reply_timeout_on_a_slow_link_writes_each_event_once() {
+    redis_support::init_tracing();
+    let url = url();
+    let stream = unique("fault-slow");
+    let _cleanup = Cleanup::new(&url, &[&stream]);
+    let mut check = direct(&url).await;
+    let mut proxy = FaultProxy::start(&redis_addr(&url)).await;
+    proxy
+        .set_phase(&proxy_support::Phase::Toxics(vec![proxy_support::toxic(
+            noxious::toxic::ToxicKind::Slicer {
+                average_size: 100,
+                size_variation: 0,
+                delay: 1000,
+            },
+            noxious::toxic::StreamDirection::Upstream,
+        )]))
+        .await;
+    let mut config = RedisProducerConfig::new(format!("redis://{}/", proxy.addr()));
+    config.stream_max_len = 0;
+    config.batch_size = 300;
+    config.response_timeout = Duration::from_millis(600);
+    config.reconnect_min_delay = Duration::from_millis(10);
+    config.reconnect_max_delay = Duration::from_millis(100);
+    let producer = RedisProducer::start(config).unwrap();
+    let n = 900;
+    let mut sent = HashMap::new();
+    for seq in 0..n {
+        let r = record(&stream, seq);
+        sent.insert(r.metadata.id, seq);
+        producer.produce(r).unwrap();
+    }
+    let shutdown = producer.shutdown(Duration::from_secs(40)).await;
+    let stats = producer.stats();
+    // Whatever a connection still carries is in Redis once the proxy is idle.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.stop().await;
+    let delivered = stream_ids(&mut check, &stream).await;
+    let verdict = judge(&sent, &delivered);
+    let report = format!(
+        "stats {stats:?}\nshutdown {shutdown:?}\nstream holds {} entries for {n} events\nmissing (seq) {}\n\
+         doubled (seq, copies) {}\nout of order {:?}",
+        delivered.len(),
+        short(&verdict.missing),
+        short(&verdict.doubled),
+        verdict.out_of_order
+    );
+    eprintln!("{report}");
+    assert!(
+        shutdown.is_ok() && verdict.missing.is_empty() && verdict.doubled.is_empty() && delivered.len() == n,
+        "{report}"
+    );
+}
+
 /// N events written to a stream, read by one consumer through the proxy under faults: the
 /// receiver sees every event with its original id and data, in order per key (first
 /// deliveries; a redelivery is what at-least-once allows), nothing goes to the dead

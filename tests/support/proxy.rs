@@ -112,7 +112,8 @@ impl fmt::Display for Phase {
     }
 }
 
-fn toxic(kind: ToxicKind, direction: StreamDirection) -> Toxic {
+/// A toxic that is always active, named after its kind and direction.
+pub fn toxic(kind: ToxicKind, direction: StreamDirection) -> Toxic {
     let name = format!("{}_{}", kind.get_name(), direction);
     Toxic {
         kind,
