@@ -778,3 +778,362 @@ async fn redis_consumer_dead_letters_every_hostile_entry_with_a_reason_and_goes_
         "{problems:#?}\nconsumer: {result:?}\nreceived {seen:?} (expected only {good_id})\npending {pending}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Kafka: hostile input on the mock cluster (or `KAFKA_BOOTSTRAP_SERVERS`).
+
+/// Headers as a peer writes them: name bytes and value (`None`: a header without value).
+type RawHeaders = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+/// rdkafka headers from raw names: UTF-8 names through the safe API, others (which it
+/// cannot express) through librdkafka's `rd_kafka_header_add`, as a peer's client may.
+fn owned_headers(hs: &RawHeaders) -> rdkafka::message::OwnedHeaders {
+    use rdkafka::message::{BorrowedHeaders, Header, OwnedHeaders};
+    let mut headers = OwnedHeaders::new_with_capacity(hs.len().max(1));
+    for (name, value) in hs {
+        match std::str::from_utf8(name) {
+            Ok(key) => {
+                headers = headers.insert(Header {
+                    key,
+                    value: value.as_deref(),
+                })
+            }
+            Err(_) => {
+                let ptr = headers.as_borrowed() as *const BorrowedHeaders as *mut rdkafka::bindings::rd_kafka_headers_t;
+                let (v, len) = match value {
+                    Some(v) => (v.as_ptr() as *const std::ffi::c_void, v.len() as isize),
+                    None => (std::ptr::null(), 0),
+                };
+                // SAFETY: `ptr` is the live, writable header list `headers` owns (that is
+                // what `as_borrowed` points at); librdkafka copies name and value.
+                let err = unsafe {
+                    rdkafka::bindings::rd_kafka_header_add(
+                        ptr,
+                        name.as_ptr() as *const std::ffi::c_char,
+                        name.len() as isize,
+                        v,
+                        len,
+                    )
+                };
+                assert_eq!(err, rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR);
+            }
+        }
+    }
+    headers
+}
+
+/// A topic (and its dead-letter topic) on the test broker, with the test registry.
+struct KafkaHostile {
+    env: kafka_support::KafkaEnv,
+    registry: registry_support::RegistryHandle,
+    prefix: String,
+    topic: String,
+}
+
+impl KafkaHostile {
+    fn new() -> Self {
+        let env = kafka_support::KafkaEnv::start();
+        let registry = registry_support::RegistryHandle::from_env_or_start();
+        let prefix = kafka_support::unique("hostile");
+        let topic = format!("{prefix}-xblock");
+        env.create_topic(&topic, 1);
+        env.create_topic(&format!("{topic}-dead-letter"), 1);
+        Self {
+            env,
+            registry,
+            prefix,
+            topic,
+        }
+    }
+
+    fn settings(&self) -> openedx_events::Settings {
+        openedx_events::Settings::new()
+            .with("EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS", self.env.bootstrap())
+            .with("EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL", self.registry.url())
+            .with("EVENT_BUS_TOPIC_PREFIX", &self.prefix)
+            .with("EVENTS_SERVICE_NAME", "fault-test")
+    }
+
+    /// Produces good events with our producer; returns their ids.
+    async fn produce_good(&self, seqs: std::ops::Range<usize>) -> Vec<uuid::Uuid> {
+        let producer = openedx_events::producer::kafka::KafkaProducer::from_settings(&self.settings()).unwrap();
+        let mut ids = Vec::new();
+        for seq in seqs {
+            let data = xblock(seq);
+            let r = kafka_support::usage_key_record(&self.topic, &data.xblock_info.usage_key, data.clone());
+            ids.push(r.metadata.id);
+            producer.produce(r).unwrap();
+        }
+        producer.shutdown(Duration::from_secs(30)).await.unwrap();
+        ids
+    }
+
+    /// Writes messages with plain rdkafka; returns their offsets.
+    async fn produce_raw(&self, messages: &[(&'static str, RawHeaders, Option<Vec<u8>>)]) -> Vec<(i64, &'static str)> {
+        use rdkafka::producer::{FutureProducer, FutureRecord};
+        let producer: FutureProducer = rdkafka::config::ClientConfig::new()
+            .set("bootstrap.servers", self.env.bootstrap())
+            .set("message.max.bytes", "2000000")
+            .create()
+            .unwrap();
+        let mut out = Vec::new();
+        for (what, hs, payload) in messages {
+            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).headers(owned_headers(hs));
+            if let Some(p) = payload {
+                record = record.payload(&p[..]);
+            }
+            let delivered = producer
+                .send(record, Duration::from_secs(10))
+                .await
+                .unwrap_or_else(|(e, _)| panic!("cannot write the {what} message: {e}"));
+            out.push((delivered.offset, *what));
+        }
+        out
+    }
+
+    /// The committed offset of `group` on the topic's one partition (-1: none).
+    fn committed(&self, group: &str) -> i64 {
+        use rdkafka::consumer::Consumer;
+        let c: rdkafka::consumer::BaseConsumer = rdkafka::config::ClientConfig::new()
+            .set("bootstrap.servers", self.env.bootstrap())
+            .set("group.id", group)
+            .create()
+            .unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition(&self.topic, 0);
+        let committed = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+        match committed.elements()[0].offset() {
+            rdkafka::Offset::Offset(o) => o,
+            _ => -1,
+        }
+    }
+
+    /// Runs a consumer until `max` messages are handled or dead-lettered (60 s at most);
+    /// a panic or a stop is an error, never a hang.
+    async fn consume(&self, group: &str, max: u64) -> Result<String, String> {
+        use openedx_events::consumer::kafka::{KafkaConsumer, KafkaConsumerOptions};
+        let options = KafkaConsumerOptions {
+            common: openedx_events::consumer::ConsumerOptions {
+                max_retries: 1,
+                retry_delay: Duration::from_millis(200),
+                ..Default::default()
+            },
+            max_messages: Some(max),
+            ..Default::default()
+        };
+        let consumer = KafkaConsumer::new(&self.settings(), "xblock", group, options).unwrap();
+        let run = tokio::spawn(consumer.run(tokio::time::sleep(Duration::from_secs(60))));
+        match run.await {
+            Err(panic) => Err(format!("the consumer panicked: {panic}")),
+            Ok(Err(e)) => Err(format!("the consumer stopped: {e}")),
+            Ok(Ok(stats)) if stats.handled + stats.dead_lettered < max => {
+                Err(format!("only {stats:?} of {max} messages within 60 s (stuck?)"))
+            }
+            Ok(Ok(stats)) => Ok(format!("{stats:?}")),
+        }
+    }
+
+    /// `dead_letter_error` of each dead letter, by the original offset.
+    fn dead_letters(&self, expected: usize) -> HashMap<i64, String> {
+        let dead = self.env.read_all(
+            &format!("{}-dead-letter", self.topic),
+            expected,
+            Duration::from_secs(10),
+        );
+        let mut out = HashMap::new();
+        for m in &dead {
+            let hs = kafka_support::headers(m);
+            let get = |name: &str| hs.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+            if let Some(offset) = get("dead_letter_offset").and_then(|o| o.parse().ok()) {
+                out.insert(offset, get("dead_letter_error").unwrap_or_default());
+            }
+        }
+        out
+    }
+}
+
+/// The metadata headers of a good message of `id`.
+fn ce_headers(id: &str) -> RawHeaders {
+    [
+        ("ce_type", XBlockPublished::EVENT_TYPE),
+        ("ce_id", id),
+        ("ce_source", "openedx/cms/web"),
+        ("ce_specversion", "1.0"),
+        ("ce_time", "2026-11-27T13:20:05.364687+00:00"),
+        ("ce_minorversion", "0"),
+        ("sourcehost", "h"),
+        ("sourcelib", "10.5.0"),
+        ("content-type", "application/avro"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.as_bytes().to_vec(), Some(v.as_bytes().to_vec())))
+    .collect()
+}
+
+fn set_header(mut hs: RawHeaders, name: &str, value: Option<Vec<u8>>) -> RawHeaders {
+    for (k, v) in &mut hs {
+        if k == name.as_bytes() {
+            *v = value.clone();
+        }
+    }
+    hs
+}
+
+fn drop_header(mut hs: RawHeaders, name: &str) -> RawHeaders {
+    hs.retain(|(k, _)| k != name.as_bytes());
+    hs
+}
+
+fn add_header(mut hs: RawHeaders, name: &[u8], value: &[u8]) -> RawHeaders {
+    hs.push((name.to_vec(), Some(value.to_vec())));
+    hs
+}
+
+/// Messages a peer may write to a topic that cannot be handled, with a good message's
+/// framed value and key (to build framings with a wrong schema).
+fn hostile_kafka_messages(value: &[u8], key: &[u8]) -> Vec<(&'static str, RawHeaders, Option<Vec<u8>>)> {
+    let h = || ce_headers(&uuid::Uuid::new_v4().to_string());
+    let v = || Some(value.to_vec());
+    let framed = |id: u32, body: &[u8]| {
+        let mut out = vec![0u8];
+        out.extend(id.to_be_bytes());
+        out.extend_from_slice(body);
+        Some(out)
+    };
+    let schema_id = u32::from_be_bytes([value[1], value[2], value[3], value[4]]);
+    let body = &value[5..];
+    vec![
+        (
+            "non-UTF-8 ce_type value",
+            set_header(h(), "ce_type", Some(vec![0xff, 0xfe])),
+            v(),
+        ),
+        (
+            "non-UTF-8 ce_id value",
+            set_header(h(), "ce_id", Some(vec![0x80; 36])),
+            v(),
+        ),
+        (
+            "non-UTF-8 ce_time value",
+            set_header(h(), "ce_time", Some(b"2026-11-27T13:20:05\xff".to_vec())),
+            v(),
+        ),
+        ("ce_id without a value", set_header(h(), "ce_id", None), v()),
+        ("ce_type without a value", set_header(h(), "ce_type", None), v()),
+        ("missing ce_time", drop_header(h(), "ce_time"), v()),
+        ("missing ce_type", drop_header(h(), "ce_type"), v()),
+        (
+            "doubled ce_type, same value",
+            add_header(h(), b"ce_type", XBlockPublished::EVENT_TYPE.as_bytes()),
+            v(),
+        ),
+        (
+            "doubled ce_time, two values",
+            add_header(h(), b"ce_time", b"2020-01-01T00:00:00+00:00"),
+            v(),
+        ),
+        ("ce_id not a UUID", set_header(h(), "ce_id", Some(b"42".to_vec())), v()),
+        (
+            "ce_time not a time",
+            set_header(h(), "ce_time", Some(b"yesterday".to_vec())),
+            v(),
+        ),
+        (
+            "ce_minorversion not a number",
+            set_header(h(), "ce_minorversion", Some(b"x".to_vec())),
+            v(),
+        ),
+        (
+            "huge ce_type (200 KB)",
+            set_header(h(), "ce_type", Some(vec![b'x'; 200_000])),
+            v(),
+        ),
+        ("no value (tombstone)", h(), None),
+        ("empty value", h(), Some(Vec::new())),
+        ("magic byte 1", h(), Some([&[1u8][..], &value[1..]].concat())),
+        ("frame header only", h(), framed(schema_id, &[])),
+        ("unknown schema id", h(), framed(u32::MAX, body)),
+        ("the key's schema id (writer schema a string)", h(), Some(key.to_vec())),
+        ("truncated body", h(), framed(schema_id, &body[..body.len() / 2])),
+        (
+            "huge body (900 KB of garbage)",
+            h(),
+            framed(schema_id, &vec![0xfd; 900_000]),
+        ),
+        (
+            "string length of 2^62",
+            h(),
+            framed(schema_id, &[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01]),
+        ),
+    ]
+}
+
+/// Hostile messages between two good ones: the Kafka consumer dead-letters each one to
+/// `{topic}-dead-letter` with a reason, delivers the good ones, never panics, and commits
+/// past everything (no stuck offset).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_consumer_dead_letters_every_hostile_message_with_a_reason_and_commits_past_it() {
+    redis_support::init_tracing();
+    let k = KafkaHostile::new();
+    let seen: Arc<Mutex<Vec<uuid::Uuid>>> = Arc::default();
+    {
+        let seen = seen.clone();
+        XBlockPublished::signal().connect(move |env: &openedx_events::Envelope<XBlockPublished>| {
+            seen.lock().unwrap().push(env.metadata.id);
+        });
+    }
+    let mut good = k.produce_good(0..1).await;
+    let first = &k.env.read_all(&k.topic, 1, Duration::from_secs(20))[0];
+    use rdkafka::Message;
+    let (value, key) = (first.payload().unwrap().to_vec(), first.key().unwrap().to_vec());
+    let hostile = hostile_kafka_messages(&value, &key);
+    let offsets = k.produce_raw(&hostile).await;
+    good.extend(k.produce_good(1..2).await);
+    let total = hostile.len() as u64 + 2;
+    let group = kafka_support::unique("g");
+    let result = k.consume(&group, total).await;
+    let reasons = k.dead_letters(hostile.len());
+    let mut problems = Vec::new();
+    for (offset, what) in &offsets {
+        match reasons.get(offset) {
+            None => problems.push(format!("{what} (offset {offset}): not dead-lettered")),
+            Some(r) if r.trim().is_empty() => problems.push(format!("{what}: dead-lettered without a reason")),
+            Some(r) => eprintln!("{what}: {}", r.chars().take(160).collect::<String>()),
+        }
+    }
+    let committed = k.committed(&group);
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        problems.is_empty() && result.is_ok() && seen == good && committed == total as i64,
+        "{problems:#?}\nconsumer: {result:?}\nreceived {seen:?}, expected {good:?}\ncommitted {committed} of {total}"
+    );
+}
+
+/// A message whose header name is not UTF-8 (another header than the metadata ones):
+/// dead-lettered like any unreadable message, never a panic (rdkafka 0.39's
+/// `BorrowedHeaders::iter` unwraps the name's UTF-8), and committed past.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_consumer_dead_letters_a_message_with_a_non_utf8_header_name() {
+    redis_support::init_tracing();
+    let k = KafkaHostile::new();
+    let mut good = k.produce_good(0..1).await;
+    let first = &k.env.read_all(&k.topic, 1, Duration::from_secs(20))[0];
+    use rdkafka::Message;
+    let value = first.payload().unwrap().to_vec();
+    let hostile = vec![(
+        "non-UTF-8 header name",
+        add_header(ce_headers(&uuid::Uuid::new_v4().to_string()), b"x-\xff\xfe", b"v"),
+        Some(value),
+    )];
+    let offsets = k.produce_raw(&hostile).await;
+    good.extend(k.produce_good(1..2).await);
+    let group = kafka_support::unique("g");
+    let result = k.consume(&group, 3).await;
+    let reasons = k.dead_letters(1);
+    let committed = k.committed(&group);
+    assert!(
+        result.is_ok() && reasons.get(&offsets[0].0).is_some_and(|r| !r.is_empty()) && committed == 3,
+        "consumer: {result:?}\ndead letters {reasons:?} (expected one for offset {})\ncommitted {committed} of 3",
+        offsets[0].0
+    );
+}
