@@ -506,6 +506,85 @@ async fn redis_consumer_through_faults_delivers_every_event_in_order_and_leaves_
     );
 }
 
+/// A lost `XREADGROUP` reply, made deterministic: every connection is cut after 5,000
+/// bytes from Redis (inside the first batch's reply, ~35 KB) for 400 ms, then the link is
+/// clean. The batches read meanwhile are pending for this consumer but never delivered;
+/// they must be handled before the messages after them (order per key), not claimed later
+/// behind them once idle for `retry_delay`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_consumer_keeps_order_per_key_when_a_read_reply_is_lost() {
+    redis_support::init_tracing();
+    let url = url();
+    let stream = unique("fault-lost-read");
+    let group = unique("g");
+    let mut cleanup = Cleanup::new(&url, &[&stream]);
+    let mut check = direct(&url).await;
+    let n = 2000usize;
+    let mut sent: HashMap<uuid::Uuid, usize> = HashMap::new();
+    {
+        let mut c = RedisProducerConfig::new(&url);
+        c.stream_max_len = 0;
+        let p = RedisProducer::start(c).unwrap();
+        for seq in 0..n {
+            let r = record(&stream, seq);
+            sent.insert(r.metadata.id, seq);
+            p.produce(r).unwrap();
+        }
+        p.shutdown(Duration::from_secs(30)).await.unwrap();
+    }
+    let deliveries: Arc<Mutex<Vec<uuid::Uuid>>> = Arc::default();
+    {
+        let sent = sent.clone();
+        let deliveries = deliveries.clone();
+        XBlockPublished::signal().connect(move |env: &openedx_events::Envelope<XBlockPublished>| {
+            if sent.contains_key(&env.metadata.id) {
+                deliveries.lock().unwrap().push(env.metadata.id);
+            }
+        });
+    }
+    let mut proxy = FaultProxy::start(&redis_addr(&url)).await;
+    proxy
+        .set_phase(&proxy_support::Phase::Toxics(vec![proxy_support::toxic(
+            noxious::toxic::ToxicKind::LimitData { bytes: 5000 },
+            noxious::toxic::StreamDirection::Downstream,
+        )]))
+        .await;
+    let mut o = RedisConsumerOptions {
+        block: Duration::from_millis(100),
+        max_count: Some(n as u64),
+        reconnect_min_delay: Duration::from_millis(10),
+        reconnect_max_delay: Duration::from_millis(50),
+        ..Default::default()
+    };
+    o.common.batch_size = 100;
+    o.common.retry_delay = Duration::from_millis(1000);
+    let consumer = RedisConsumer::new(&format!("redis://{}/", proxy.addr()), &stream, &group, "c1", o).unwrap();
+    cleanup.add(consumer.dead_letter_stream());
+    let running = tokio::spawn(consumer.run(futures::future::pending()));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    proxy.set_phase(&proxy_support::Phase::Toxics(Vec::new())).await;
+    let result = tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .expect("the consumer did not complete the stream within 30 s")
+        .expect("the consumer task panicked");
+    let pending = pending_of(&mut check, &stream, &group).await;
+    let ids = deliveries.lock().unwrap().clone();
+    let verdict = judge(&sent, &ids);
+    let report = format!(
+        "consumer {result:?}\n{} deliveries of {n}\nmissing (seq) {}\nout of order (key, seq before, seq after) {:?}\n\
+         pending after {pending}\nproxy phases: {}",
+        ids.len(),
+        short(&verdict.missing),
+        verdict.out_of_order,
+        proxy.history()
+    );
+    eprintln!("{report}");
+    assert!(
+        result.is_ok() && verdict.missing.is_empty() && verdict.out_of_order.is_empty() && pending == 0,
+        "{report}"
+    );
+}
+
 async fn pending_of(conn: &mut redis::aio::MultiplexedConnection, stream: &str, group: &str) -> u64 {
     let v: redis::Value = redis::cmd("XPENDING")
         .arg(stream)
