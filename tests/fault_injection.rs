@@ -1216,3 +1216,342 @@ async fn kafka_consumer_dead_letters_a_message_with_a_non_utf8_header_name() {
         offsets[0].0
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Kafka under broker faults. A TCP proxy needs a broker that advertises the proxy's
+// address (librdkafka's mock cluster advertises its own listeners, so a client would
+// bypass the proxy after the first metadata answer); until such a broker is part of the
+// test set-up, the faults come from the mock cluster's own hooks: brokers down and up
+// (their connections cut), slow round trips, retriable request errors and disconnects in
+// the middle of produce and fetch requests, partition leaders moving.
+
+/// One random broker fault on the mock cluster, applied now; returns how to undo it.
+fn kafka_fault(
+    rng: &mut Rng,
+    mock: &rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    topic: &str,
+    partitions: i32,
+) -> (String, Option<i32>) {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let broker = rng.range(1, 3) as i32;
+    // `OEV_KAFKA_FAULTS=0,4` keeps only those kinds (to find which one a failure needs).
+    let kinds: Vec<u64> = std::env::var("OEV_KAFKA_FAULTS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|k| k.trim().parse().ok()).collect())
+        .filter(|k: &Vec<u64>| !k.is_empty())
+        .unwrap_or_else(|| (0..=5).collect());
+    let kind = kinds[rng.range(0, kinds.len() as u64 - 1) as usize];
+    match kind {
+        0 => {
+            mock.broker_down(broker).unwrap();
+            (format!("broker {broker} down"), Some(broker))
+        }
+        1 => {
+            let rtt = rng.range(50, 600);
+            mock.broker_round_trip_time(broker, Duration::from_millis(rtt)).unwrap();
+            (format!("broker {broker} round trip {rtt} ms"), None)
+        }
+        2 => {
+            let errors: Vec<RDKafkaRespErr> = (0..rng.range(1, 6))
+                .map(|_| match rng.range(0, 3) {
+                    0 => RDKafkaRespErr::RD_KAFKA_RESP_ERR__TRANSPORT,
+                    1 => RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+                    2 => RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+                    _ => RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+                })
+                .collect();
+            mock.request_errors(RDKafkaApiKey::Produce, &errors);
+            (format!("produce requests fail: {errors:?}"), None)
+        }
+        3 => {
+            let errors: Vec<RDKafkaRespErr> = (0..rng.range(1, 4))
+                .map(|_| match rng.range(0, 1) {
+                    0 => RDKafkaRespErr::RD_KAFKA_RESP_ERR__TRANSPORT,
+                    _ => RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+                })
+                .collect();
+            mock.request_errors(RDKafkaApiKey::Fetch, &errors);
+            (format!("fetch requests fail: {errors:?}"), None)
+        }
+        4 => {
+            let p = rng.range(0, partitions as u64 - 1) as i32;
+            mock.partition_leader(topic, p, Some(broker)).unwrap();
+            (format!("partition {p} leader now broker {broker}"), None)
+        }
+        _ => {
+            mock.request_errors(
+                RDKafkaApiKey::OffsetCommit,
+                &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE],
+            );
+            ("an offset commit fails".to_owned(), None)
+        }
+    }
+}
+
+/// Runs random broker faults until `done` is set, then undoes what lasts (brokers down,
+/// slow round trips). Returns the faults applied.
+async fn kafka_schedule(
+    rng: &mut Rng,
+    mock: &rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    topic: &str,
+    partitions: i32,
+    done: impl Fn() -> bool,
+) -> Vec<String> {
+    let mut log = Vec::new();
+    while !done() {
+        let (what, down) = kafka_fault(rng, mock, topic, partitions);
+        let length = Duration::from_millis(rng.range(100, 700));
+        log.push(format!("{what} for {length:?}"));
+        let until = Instant::now() + length;
+        while Instant::now() < until && !done() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Some(b) = down {
+            mock.broker_up(b).unwrap();
+        }
+        for b in 1..=3 {
+            mock.broker_round_trip_time(b, Duration::ZERO).unwrap();
+        }
+    }
+    for api in [
+        rdkafka::types::RDKafkaApiKey::Produce,
+        rdkafka::types::RDKafkaApiKey::Fetch,
+        rdkafka::types::RDKafkaApiKey::OffsetCommit,
+    ] {
+        mock.clear_request_errors(api);
+    }
+    log
+}
+
+/// N events produced to a 3-partition topic of a 3-broker mock cluster while brokers go
+/// down, slow down, fail or cut requests and partition leaders move, then consumed back
+/// under the same kind of faults. Counted from outside (a plain rdkafka reader, and the
+/// receivers): every event once in the topic with its original id, in order per key;
+/// `shutdown` says Ok only when all are there; the consumer sees every event (again only
+/// as at-least-once allows), in order per key, dead-letters nothing and commits to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_producer_and_consumer_through_broker_faults_lose_double_and_reorder_nothing() {
+    use openedx_events::consumer::kafka::{KafkaConsumer, KafkaConsumerOptions};
+    use openedx_events::producer::kafka::KafkaProducer;
+    redis_support::init_tracing();
+    let seed = proxy_support::seed("kafka");
+    let mut rng = Rng::new(seed);
+    // Always the mock cluster: its hooks are the faults.
+    let mock = rdkafka::mocking::MockCluster::new(3).unwrap();
+    let bootstrap = mock.bootstrap_servers();
+    let registry = registry_support::RegistryHandle::start();
+    let prefix = kafka_support::unique("faults");
+    let topic = format!("{prefix}-xblock");
+    let partitions = 3;
+    mock.create_topic(&topic, partitions, 1).unwrap();
+    mock.create_topic(&format!("{topic}-dead-letter"), 1, 1).unwrap();
+    let settings = openedx_events::Settings::new()
+        .with("EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS", &bootstrap)
+        .with("EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL", registry.url())
+        .with("EVENT_BUS_TOPIC_PREFIX", &prefix)
+        .with("EVENTS_SERVICE_NAME", "fault-test")
+        .with("EVENT_BUS_KAFKA_CONSUMER_CONFIG_SESSION_TIMEOUT_MS", "6000")
+        .with("EVENT_BUS_KAFKA_CONSUMER_CONFIG_HEARTBEAT_INTERVAL_MS", "1000")
+        // A broker back up is found again within half a second (librdkafka waits up to 10 s).
+        .with("EVENT_BUS_KAFKA_CONFIG_RECONNECT_BACKOFF_MAX_MS", "500");
+
+    // Produce under faults.
+    let n = 3000usize;
+    let producer = Arc::new(KafkaProducer::from_settings(&settings).unwrap());
+    let mut sent: HashMap<uuid::Uuid, usize> = HashMap::new();
+    let mut records = Vec::new();
+    for seq in 0..n {
+        let data = xblock(seq);
+        let r = kafka_support::usage_key_record(&topic, &data.xblock_info.usage_key, data.clone());
+        sent.insert(r.metadata.id, seq);
+        records.push((r, rng.chance(5)));
+    }
+    let producing = {
+        let producer = producer.clone();
+        tokio::spawn(async move {
+            let mut refused = Vec::new();
+            for (r, pause) in records {
+                let id = r.metadata.id;
+                if let Err(e) = producer.produce(r) {
+                    refused.push(format!("{id}: {e}"));
+                }
+                if pause {
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+            }
+            refused
+        })
+    };
+    let produced_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (refused, mut faults) = {
+        let flag = produced_flag.clone();
+        let schedule = kafka_schedule(&mut rng, &mock, &topic, partitions, move || {
+            flag.load(std::sync::atomic::Ordering::Acquire)
+        });
+        let wait = async {
+            let refused = producing.await.unwrap();
+            // Keep the faults on while the last batches are in flight.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            produced_flag.store(true, std::sync::atomic::Ordering::Release);
+            refused
+        };
+        tokio::join!(wait, schedule)
+    };
+    let shutdown = producer.shutdown(Duration::from_secs(30)).await;
+    let written = {
+        let env_reader: rdkafka::consumer::BaseConsumer = rdkafka::config::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", kafka_support::unique("reader"))
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        read_topic(&env_reader, &topic, partitions, n)
+    };
+    let in_topic: Vec<uuid::Uuid> = written.iter().map(|(_, id)| *id).collect();
+    // Order per key: a key lives on one partition, so its order is the partition's.
+    let mut by_partition: Vec<uuid::Uuid> = Vec::new();
+    for p in 0..partitions {
+        by_partition.extend(written.iter().filter(|(part, _)| *part == p).map(|(_, id)| *id));
+    }
+    let produced = judge(&sent, &by_partition);
+    faults.push("-- consumer --".to_owned());
+
+    // Consume under faults.
+    let deliveries: Arc<Mutex<Vec<uuid::Uuid>>> = Arc::default();
+    {
+        let sent = sent.clone();
+        let deliveries = deliveries.clone();
+        XBlockPublished::signal().connect(move |env: &openedx_events::Envelope<XBlockPublished>| {
+            if sent.contains_key(&env.metadata.id) {
+                deliveries.lock().unwrap().push(env.metadata.id);
+            }
+        });
+    }
+    let group = kafka_support::unique("g");
+    let consumer = KafkaConsumer::new(&settings, "xblock", &group, KafkaConsumerOptions::default()).unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let consuming = tokio::spawn(consumer.run(async move {
+        let _ = stop_rx.await;
+    }));
+    let distinct = |d: &Mutex<Vec<uuid::Uuid>>| d.lock().unwrap().iter().collect::<HashSet<_>>().len();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    {
+        let d = deliveries.clone();
+        let want = in_topic.iter().collect::<HashSet<_>>().len();
+        let log = kafka_schedule(&mut rng, &mock, &topic, partitions, move || {
+            distinct(&d) >= want || Instant::now() > deadline
+        })
+        .await;
+        faults.extend(log);
+    }
+    let settle = Instant::now() + Duration::from_secs(20);
+    while distinct(&deliveries) < in_topic.iter().collect::<HashSet<_>>().len() && Instant::now() < settle {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = stop_tx.send(());
+    let consumed = tokio::time::timeout(Duration::from_secs(30), consuming)
+        .await
+        .expect("the consumer did not stop within 30 s of its shutdown")
+        .expect("the consumer task panicked");
+    let committed = {
+        use rdkafka::consumer::Consumer;
+        let c: rdkafka::consumer::BaseConsumer = rdkafka::config::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", &group)
+            .create()
+            .unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(&topic, p);
+        }
+        let committed = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+        committed
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                rdkafka::Offset::Offset(o) => o,
+                _ => 0,
+            })
+            .sum::<i64>()
+    };
+    let dead = {
+        let c: rdkafka::consumer::BaseConsumer = rdkafka::config::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", kafka_support::unique("reader"))
+            .create()
+            .unwrap();
+        read_topic(&c, &format!("{topic}-dead-letter"), 1, 0).len()
+    };
+    let delivered = deliveries.lock().unwrap().clone();
+    let received = judge(&sent, &delivered);
+    let report = format!(
+        "seed {seed} (replay with OEV_FAULT_SEED={seed})\nproducer shutdown {shutdown:?}, refused {}\n\
+         topic holds {} messages for {n} events: missing {}, doubled {}, out of order {:?}\n\
+         consumer {consumed:?}: {} deliveries, missing {}, redelivered {}, out of order {:?}\n\
+         committed {committed} of {}; dead-lettered {dead}\nfaults:\n  {}",
+        short(&refused),
+        in_topic.len(),
+        short(&produced.missing),
+        short(&produced.doubled),
+        produced.out_of_order,
+        delivered.len(),
+        short(&received.missing),
+        received.doubled.len(),
+        received.out_of_order,
+        in_topic.len(),
+        faults.join("\n  ")
+    );
+    eprintln!("{report}");
+    assert!(
+        refused.is_empty()
+            && shutdown.is_ok()
+            && produced.missing.is_empty()
+            && produced.doubled.is_empty()
+            && produced.out_of_order.is_empty()
+            && in_topic.len() == n
+            && consumed.is_ok()
+            && received.missing.is_empty()
+            && received.out_of_order.is_empty()
+            && committed == in_topic.len() as i64
+            && dead == 0,
+        "{report}"
+    );
+}
+
+/// Every message of a topic as (partition, `ce_id`), in offset order per partition, read
+/// until `expected` are there (then a short grace period for more) or 30 s.
+fn read_topic(
+    consumer: &rdkafka::consumer::BaseConsumer,
+    topic: &str,
+    partitions: i32,
+    expected: usize,
+) -> Vec<(i32, uuid::Uuid)> {
+    use rdkafka::consumer::Consumer;
+    use rdkafka::message::Headers;
+    use rdkafka::Message;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut grace: Option<Instant> = None;
+    loop {
+        if out.len() >= expected && grace.is_none() {
+            grace = Some(Instant::now() + Duration::from_millis(1000));
+        }
+        if grace.is_some_and(|g| Instant::now() > g) || Instant::now() > deadline {
+            return out;
+        }
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let id = m
+                .headers()
+                .and_then(|h| h.iter().find(|h| h.key == "ce_id").and_then(|h| h.value))
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_default();
+            out.push((m.partition(), id));
+        }
+    }
+}
