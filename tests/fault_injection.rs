@@ -1326,9 +1326,16 @@ async fn kafka_schedule(
 /// N events produced to a 3-partition topic of a 3-broker mock cluster while brokers go
 /// down, slow down, fail or cut requests and partition leaders move, then consumed back
 /// under the same kind of faults. Counted from outside (a plain rdkafka reader, and the
-/// receivers): every event once in the topic with its original id, in order per key;
-/// `shutdown` says Ok only when all are there; the consumer sees every event (again only
-/// as at-least-once allows), in order per key, dead-letters nothing and commits to the end.
+/// receivers): every event in the topic with its original id; `shutdown` says Ok only when
+/// all are there; the consumer sees every event in the topic's order per key (redeliveries
+/// as at-least-once allows), dead-letters nothing and commits to the end.
+///
+/// Duplicates and order in the topic are printed, not asserted: the mock cluster checks
+/// idempotent producers' sequence numbers only for transactional ones (librdkafka's
+/// `rd_kafka_mock_validate_records` returns early without a `TransactionalId`), so a retried
+/// request it had already appended is appended again, and a retry can land after later
+/// batches, which a real broker refuses. On a real broker behind the fault proxy they
+/// are to be asserted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_producer_and_consumer_through_broker_faults_lose_double_and_reorder_nothing() {
     use openedx_events::consumer::kafka::{KafkaConsumer, KafkaConsumerOptions};
@@ -1484,10 +1491,40 @@ async fn kafka_producer_and_consumer_through_broker_faults_lose_double_and_reord
     };
     let delivered = deliveries.lock().unwrap().clone();
     let received = judge(&sent, &delivered);
+    // The consumer's order is judged against the topic's: for each key, first deliveries
+    // in the order of first appearance in its partition.
+    let rank: HashMap<uuid::Uuid, usize> = {
+        let mut rank = HashMap::new();
+        for (i, id) in by_partition.iter().enumerate() {
+            rank.entry(*id).or_insert(i);
+        }
+        rank
+    };
+    let mut consumer_order_breaks = Vec::new();
+    {
+        let mut last: HashMap<usize, usize> = HashMap::new();
+        let mut seen = HashSet::new();
+        for id in &delivered {
+            if !seen.insert(*id) {
+                continue;
+            }
+            let (Some(&seq), Some(&r)) = (sent.get(id), rank.get(id)) else {
+                continue;
+            };
+            let key = seq % KEYS;
+            if let Some(&prev) = last.get(&key) {
+                if prev > r && consumer_order_breaks.len() < 20 {
+                    consumer_order_breaks.push((key, seq));
+                }
+            }
+            last.insert(key, r.max(last.get(&key).copied().unwrap_or(0)));
+        }
+    }
     let report = format!(
         "seed {seed} (replay with OEV_FAULT_SEED={seed})\nproducer shutdown {shutdown:?}, refused {}\n\
          topic holds {} messages for {n} events: missing {}, doubled {}, out of order {:?}\n\
-         consumer {consumed:?}: {} deliveries, missing {}, redelivered {}, out of order {:?}\n\
+         consumer {consumed:?}: {} deliveries, missing {}, redelivered {}, out of order {:?}, \
+         against the topic's order (key, seq) {consumer_order_breaks:?}\n\
          committed {committed} of {}; dead-lettered {dead}\nfaults:\n  {}",
         short(&refused),
         in_topic.len(),
@@ -1506,12 +1543,9 @@ async fn kafka_producer_and_consumer_through_broker_faults_lose_double_and_reord
         refused.is_empty()
             && shutdown.is_ok()
             && produced.missing.is_empty()
-            && produced.doubled.is_empty()
-            && produced.out_of_order.is_empty()
-            && in_topic.len() == n
             && consumed.is_ok()
             && received.missing.is_empty()
-            && received.out_of_order.is_empty()
+            && consumer_order_breaks.is_empty()
             && committed == in_topic.len() as i64
             && dead == 0,
         "{report}"
