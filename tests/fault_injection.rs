@@ -1231,6 +1231,7 @@ fn kafka_fault(
     mock: &rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
     topic: &str,
     partitions: i32,
+    allowed: &[u64],
 ) -> (String, Option<i32>) {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
     let broker = rng.range(1, 3) as i32;
@@ -1239,7 +1240,7 @@ fn kafka_fault(
         .ok()
         .map(|v| v.split(',').filter_map(|k| k.trim().parse().ok()).collect())
         .filter(|k: &Vec<u64>| !k.is_empty())
-        .unwrap_or_else(|| (0..=5).collect());
+        .unwrap_or_else(|| allowed.to_vec());
     let kind = kinds[rng.range(0, kinds.len() as u64 - 1) as usize];
     match kind {
         0 => {
@@ -1295,11 +1296,12 @@ async fn kafka_schedule(
     mock: &rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
     topic: &str,
     partitions: i32,
+    allowed: &[u64],
     done: impl Fn() -> bool,
 ) -> Vec<String> {
     let mut log = Vec::new();
     while !done() {
-        let (what, down) = kafka_fault(rng, mock, topic, partitions);
+        let (what, down) = kafka_fault(rng, mock, topic, partitions, allowed);
         let length = Duration::from_millis(rng.range(100, 700));
         log.push(format!("{what} for {length:?}"));
         let until = Instant::now() + length;
@@ -1392,7 +1394,12 @@ async fn kafka_producer_and_consumer_through_broker_faults_lose_double_and_reord
     let produced_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (refused, mut faults) = {
         let flag = produced_flag.clone();
-        let schedule = kafka_schedule(&mut rng, &mock, &topic, partitions, move || {
+        // No injected produce-request errors here: the mock fails the one request and
+        // accepts the next one in flight, which a real broker refuses to an idempotent
+        // producer (OUT_OF_ORDER_SEQUENCE_NUMBER); librdkafka then takes the failed batch
+        // for persisted (a later one was acknowledged) and reports it delivered: a loss,
+        // and a reorder, made by the mock (seed 97855776328301841 lost 4 that way).
+        let schedule = kafka_schedule(&mut rng, &mock, &topic, partitions, &[0, 1, 3, 4, 5], move || {
             flag.load(std::sync::atomic::Ordering::Acquire)
         });
         let wait = async {
@@ -1445,7 +1452,7 @@ async fn kafka_producer_and_consumer_through_broker_faults_lose_double_and_reord
     {
         let d = deliveries.clone();
         let want = in_topic.iter().collect::<HashSet<_>>().len();
-        let log = kafka_schedule(&mut rng, &mock, &topic, partitions, move || {
+        let log = kafka_schedule(&mut rng, &mock, &topic, partitions, &[0, 1, 2, 3, 4, 5], move || {
             distinct(&d) >= want || Instant::now() > deadline
         })
         .await;
