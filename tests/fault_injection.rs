@@ -585,6 +585,110 @@ async fn redis_consumer_keeps_order_per_key_when_a_read_reply_is_lost() {
     );
 }
 
+/// Deliveries whose reply was lost are not attempts: every connection is cut after 5,000
+/// bytes from Redis for 1.5 s, so read and claim replies (~35 KB for 100 messages) are lost
+/// again and again while Redis counts a delivery each time. Then each message's receiver
+/// fails once and succeeds the next time; with `max_retries: 1` every message must end
+/// handled, none dead-lettered for retries it never had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_consumer_counts_only_real_attempts_toward_max_retries_when_replies_are_lost() {
+    redis_support::init_tracing();
+    let url = url();
+    let stream = unique("fault-lost-claims");
+    let group = unique("g");
+    let mut cleanup = Cleanup::new(&url, &[&stream]);
+    let mut check = direct(&url).await;
+    let n = 200usize;
+    let mut sent: HashMap<uuid::Uuid, usize> = HashMap::new();
+    {
+        let mut c = RedisProducerConfig::new(&url);
+        c.stream_max_len = 0;
+        let p = RedisProducer::start(c).unwrap();
+        for seq in 0..n {
+            let r = record(&stream, seq);
+            sent.insert(r.metadata.id, seq);
+            p.produce(r).unwrap();
+        }
+        p.shutdown(Duration::from_secs(30)).await.unwrap();
+    }
+    // Fails the first real attempt at each of our events, succeeds from the second.
+    let tried: Arc<Mutex<HashSet<uuid::Uuid>>> = Arc::default();
+    let handled: Arc<Mutex<HashSet<uuid::Uuid>>> = Arc::default();
+    {
+        let sent = sent.clone();
+        let (tried, handled) = (tried.clone(), handled.clone());
+        XBlockPublished::signal().connect(
+            move |env: &openedx_events::Envelope<XBlockPublished>| -> Result<(), String> {
+                if !sent.contains_key(&env.metadata.id) {
+                    return Ok(());
+                }
+                if tried.lock().unwrap().insert(env.metadata.id) {
+                    return Err("first attempt fails".to_owned());
+                }
+                handled.lock().unwrap().insert(env.metadata.id);
+                Ok(())
+            },
+        );
+    }
+    let mut proxy = FaultProxy::start(&redis_addr(&url)).await;
+    proxy
+        .set_phase(&proxy_support::Phase::Toxics(vec![proxy_support::toxic(
+            noxious::toxic::ToxicKind::LimitData { bytes: 5000 },
+            noxious::toxic::StreamDirection::Downstream,
+        )]))
+        .await;
+    let mut o = RedisConsumerOptions {
+        block: Duration::from_millis(100),
+        reconnect_min_delay: Duration::from_millis(10),
+        reconnect_max_delay: Duration::from_millis(50),
+        ..Default::default()
+    };
+    o.common.batch_size = 100;
+    o.common.max_retries = 1;
+    o.common.retry_delay = Duration::from_millis(200);
+    o.common.max_consecutive_errors = 0;
+    let consumer = RedisConsumer::new(&format!("redis://{}/", proxy.addr()), &stream, &group, "c1", o).unwrap();
+    let dead_letter = consumer.dead_letter_stream().to_owned();
+    cleanup.add(&dead_letter);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(consumer.run(async move {
+        let _ = stop_rx.await;
+    }));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.set_phase(&proxy_support::Phase::Toxics(Vec::new())).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let dead: usize = redis::cmd("XLEN")
+            .arg(&dead_letter)
+            .query_async(&mut check)
+            .await
+            .unwrap();
+        let done = handled.lock().unwrap().len() + dead >= n;
+        if (done && pending_of(&mut check, &stream, &group).await == 0) || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = stop_tx.send(());
+    let result = tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .expect("the consumer did not stop within 20 s of its shutdown")
+        .expect("the consumer task panicked");
+    let dead: usize = redis::cmd("XLEN")
+        .arg(&dead_letter)
+        .query_async(&mut check)
+        .await
+        .unwrap();
+    let pending = pending_of(&mut check, &stream, &group).await;
+    let handled = handled.lock().unwrap().len();
+    let report = format!(
+        "consumer {result:?}\n{handled} of {n} handled; {dead} dead-lettered; pending {pending}\nproxy phases: {}",
+        proxy.history()
+    );
+    eprintln!("{report}");
+    assert!(result.is_ok() && handled == n && dead == 0 && pending == 0, "{report}");
+}
+
 async fn pending_of(conn: &mut redis::aio::MultiplexedConnection, stream: &str, group: &str) -> u64 {
     let v: redis::Value = redis::cmd("XPENDING")
         .arg(stream)
