@@ -689,6 +689,123 @@ async fn redis_consumer_counts_only_real_attempts_toward_max_retries_when_replie
     assert!(result.is_ok() && handled == n && dead == 0 && pending == 0, "{report}");
 }
 
+/// Two consumers of one group through the proxy under faults, claiming from each other
+/// (order per key is not theirs to keep: the group spreads messages over them): every
+/// event reaches a receiver with its original data, nothing is dead-lettered, and the
+/// group has nothing pending afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_consumer_group_of_two_through_faults_loses_nothing_and_leaves_nothing_pending() {
+    redis_support::init_tracing();
+    let seed = proxy_support::seed("redis consumer group");
+    let mut rng = Rng::new(seed);
+    let url = url();
+    let stream = unique("fault-group");
+    let group = unique("g");
+    let mut cleanup = Cleanup::new(&url, &[&stream]);
+    let mut check = direct(&url).await;
+    let n = 3000usize;
+    let mut sent: HashMap<uuid::Uuid, usize> = HashMap::new();
+    {
+        let mut c = RedisProducerConfig::new(&url);
+        c.stream_max_len = 0;
+        let p = RedisProducer::start(c).unwrap();
+        for seq in 0..n {
+            let r = record(&stream, seq);
+            sent.insert(r.metadata.id, seq);
+            p.produce(r).unwrap();
+        }
+        p.shutdown(Duration::from_secs(30)).await.unwrap();
+    }
+    let deliveries: Arc<Mutex<Vec<(uuid::Uuid, bool)>>> = Arc::default();
+    {
+        let sent = sent.clone();
+        let deliveries = deliveries.clone();
+        XBlockPublished::signal().connect(move |env: &openedx_events::Envelope<XBlockPublished>| {
+            if let Some(&seq) = sent.get(&env.metadata.id) {
+                deliveries
+                    .lock()
+                    .unwrap()
+                    .push((env.metadata.id, *env.data == xblock(seq)));
+            }
+        });
+    }
+    let proxy = FaultProxy::start(&redis_addr(&url)).await;
+    let proxied = format!("redis://{}/", proxy.addr());
+    let mut o = RedisConsumerOptions {
+        block: Duration::from_millis(100),
+        connect_timeout: Duration::from_millis(800),
+        response_timeout: Duration::from_millis(rng.range(300, 1200)),
+        reconnect_min_delay: Duration::from_millis(10),
+        reconnect_max_delay: Duration::from_millis(300),
+        ..Default::default()
+    };
+    o.common.batch_size = rng.range(5, 200) as usize;
+    o.common.retry_delay = Duration::from_millis(1000);
+    let mut stops = Vec::new();
+    let mut runs = Vec::new();
+    for name in ["c1", "c2"] {
+        let consumer = RedisConsumer::new(&proxied, &stream, &group, name, o.clone()).unwrap();
+        cleanup.add(consumer.dead_letter_stream());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        stops.push(stop_tx);
+        runs.push(tokio::spawn(consumer.run(async move {
+            let _ = stop_rx.await;
+        })));
+    }
+    let dead_letter = format!("{stream}-dead-letter");
+    let (done, faults) = run_faults(proxy, seed, 60_000);
+    let all_seen = |d: &[(uuid::Uuid, bool)]| d.iter().map(|x| x.0).collect::<HashSet<_>>().len() >= n;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !all_seen(&deliveries.lock().unwrap()) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    done.send_replace(true);
+    let proxy = faults.await.unwrap();
+    let settle = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < settle {
+        if pending_of(&mut check, &stream, &group).await == 0 && all_seen(&deliveries.lock().unwrap()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for stop in stops {
+        let _ = stop.send(());
+    }
+    let mut results = Vec::new();
+    for run in runs {
+        results.push(
+            tokio::time::timeout(Duration::from_secs(20), run)
+                .await
+                .expect("a consumer did not stop within 20 s of its shutdown")
+                .expect("a consumer task panicked"),
+        );
+    }
+    let pending = pending_of(&mut check, &stream, &group).await;
+    let dead: usize = redis::cmd("XLEN")
+        .arg(&dead_letter)
+        .query_async(&mut check)
+        .await
+        .unwrap();
+    let deliveries = deliveries.lock().unwrap().clone();
+    let altered = deliveries.iter().filter(|d| !d.1).count();
+    let ids: Vec<uuid::Uuid> = deliveries.iter().map(|d| d.0).collect();
+    let verdict = judge(&sent, &ids);
+    let report = format!(
+        "seed {seed} (replay with OEV_FAULT_SEED={seed})\nconsumers {results:?}\n{} deliveries of {n} events; \
+         {} redelivered (at least once allows it)\nmissing (seq) {}\naltered data {altered}\npending after {pending}\n\
+         dead-lettered {dead}\nfault phases:\n  {}",
+        deliveries.len(),
+        verdict.doubled.len(),
+        short(&verdict.missing),
+        proxy.history(),
+    );
+    eprintln!("{report}");
+    assert!(
+        results.iter().all(|r| r.is_ok()) && verdict.missing.is_empty() && altered == 0 && pending == 0 && dead == 0,
+        "{report}"
+    );
+}
+
 async fn pending_of(conn: &mut redis::aio::MultiplexedConnection, stream: &str, group: &str) -> u64 {
     let v: redis::Value = redis::cmd("XPENDING")
         .arg(stream)
