@@ -673,3 +673,53 @@ async fn consumer_sets_its_group_up_again_when_the_stream_is_deleted() {
     let order: Vec<usize> = seen.lock().unwrap().iter().map(|(_, d, _)| index_of(d)).collect();
     assert_eq!(order, [0, 1, 2, 3, 4, 5]);
 }
+
+/// The dead-letter key is not a stream, so writing the dead letter fails (WRONGTYPE):
+/// the original must stay pending (not acknowledged, not lost), and be dead-lettered
+/// once the dead-letter stream can be written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_dead_letter_write_leaves_the_message_pending() {
+    redis_support::init_tracing();
+    let url = url();
+    let stream = unique("dlq-fails");
+    let mut cleanup = Cleanup::new(&url, &[&stream]);
+    let mut conn = connect(&url);
+    let _: String = redis::cmd("XADD")
+        .arg(&stream)
+        .arg("*")
+        .arg("type")
+        .arg("org.openedx.nothing.here.v1")
+        .query(&mut conn)
+        .unwrap();
+    let group = unique("g");
+    let mut o = options();
+    o.max_count = Some(1);
+    o.common.max_consecutive_errors = 1000;
+    o.reconnect_min_delay = Duration::from_millis(20);
+    o.reconnect_max_delay = Duration::from_millis(200);
+    let consumer = RedisConsumer::new(&url, &stream, &group, "c1", o).unwrap();
+    let dlq = consumer.dead_letter_stream().to_owned();
+    cleanup.add(&dlq);
+    let _: () = redis::cmd("SET")
+        .arg(&dlq)
+        .arg("not a stream")
+        .query(&mut conn)
+        .unwrap();
+    let run = tokio::spawn(consumer.run(never()));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        pending_count(&mut conn, &stream, &group),
+        1,
+        "the dead letter was not written, so the message must stay pending"
+    );
+    assert!(!run.is_finished(), "the message is not completed: {:?}", run.await);
+    let _: () = redis::cmd("DEL").arg(&dlq).query(&mut conn).unwrap();
+    let stats = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("completes once the dead letter can be written")
+        .unwrap()
+        .unwrap();
+    assert_eq!(stats.dead_lettered, 1, "{stats:?}");
+    assert_eq!(xlen(&mut conn, &dlq), 1);
+    assert_eq!(pending_count(&mut conn, &stream, &group), 0);
+}

@@ -16,9 +16,12 @@
 //!
 //! Dead-lettering writes the message's original fields plus `error`, `original_id`,
 //! `attempts`, `original_stream` and `group` to the dead-letter stream
-//! ([`ConsumerOptions::dead_letter_for`]) and acknowledges the original, in one
-//! `MULTI`/`EXEC` transaction. [`ConsumerOptions::max_consecutive_errors`] failed
-//! messages (or failed reconnections) in a row stop the consumer with an error.
+//! ([`ConsumerOptions::dead_letter_for`]) and acknowledges the original, atomically (one
+//! Lua script that stops at a refused `XADD`): when Redis refuses the dead letter (e.g.
+//! the dead-letter key is not a stream), the original is not acknowledged; it stays
+//! pending and is retried after `retry_delay`, so nothing is lost.
+//! [`ConsumerOptions::max_consecutive_errors`] failed messages (or failed Redis calls)
+//! in a row stop the consumer with an error.
 //!
 //! # Where a group starts
 //!
@@ -602,6 +605,7 @@ impl Run<'_> {
             Err(e) => {
                 let error = e.to_string();
                 let give_up = e.is_permanent() || attempts > u64::from(self.c.options.common.max_retries);
+                let mut dead_letter_failed = false;
                 if give_up {
                     tracing::error!(
                         topic = %self.c.topic,
@@ -611,10 +615,13 @@ impl Run<'_> {
                         event_id = %event_id,
                         attempts,
                         error = %error,
-                        "message dead-lettered"
+                        "message goes to dead letters"
                     );
-                    self.dead_letter(conn, &entry, &error, attempts).await?;
-                    self.stats.dead_lettered += 1;
+                    if self.dead_letter(conn, &entry, &error, attempts).await? {
+                        self.stats.dead_lettered += 1;
+                    } else {
+                        dead_letter_failed = true;
+                    }
                 } else {
                     tracing::warn!(
                         topic = %self.c.topic,
@@ -628,38 +635,44 @@ impl Run<'_> {
                     );
                     self.stats.failed_attempts += 1;
                 }
+                let completed = give_up && !dead_letter_failed;
                 if let Err(too_many) = self.budget.failure(&error) {
                     // Keep what is done so far, then stop.
-                    if give_up {
+                    if completed {
                         self.completed += 1;
                     }
                     self.flush_acks(conn).await?;
                     return Err(StepError::Fatal(too_many.into()));
                 }
-                Ok(if give_up { Handled::Ack } else { Handled::Pending })
+                Ok(if completed { Handled::Ack } else { Handled::Pending })
             }
         }
     }
 
-    /// Moves a message to the dead-letter stream and acknowledges it, atomically.
+    /// Moves a message to the dead-letter stream and acknowledges it, atomically: one Lua
+    /// script that stops at a failed `XADD`, so the original is acknowledged only once its
+    /// dead letter is written (Redis does not roll a `MULTI`/`EXEC` back, it would have
+    /// run the `XACK` anyway). Returns whether the dead letter was written; when Redis
+    /// refused it (e.g. `WRONGTYPE`: the dead-letter key is not a stream, `OOM`), the
+    /// message stays pending and is retried after [`ConsumerOptions::retry_delay`].
     async fn dead_letter(
         &mut self,
         conn: &mut MultiplexedConnection,
         entry: &StreamEntry,
         error: &str,
         attempts: u64,
-    ) -> Step<()> {
-        let mut pipe = ::redis::pipe();
-        pipe.atomic();
-        let xadd = pipe.cmd("XADD").arg(&self.c.dead_letter);
+    ) -> Step<bool> {
+        let mut invocation = DEAD_LETTER_SCRIPT.key(&self.c.dead_letter);
+        invocation.key(&self.c.topic).arg(&self.c.group).arg(&entry.id);
         if let Some(n) = self.c.options.dead_letter_max_len {
-            xadd.arg("MAXLEN").arg("~").arg(n);
+            invocation.arg("MAXLEN").arg("~").arg(n);
         }
-        xadd.arg("*");
+        invocation.arg("*");
         for (k, v) in &entry.fields {
-            xadd.arg(&k[..]).arg(&v[..]);
+            invocation.arg(&k[..]).arg(&v[..]);
         }
-        xadd.arg("error")
+        invocation
+            .arg("error")
             .arg(error)
             .arg("original_id")
             .arg(&entry.id)
@@ -668,12 +681,27 @@ impl Run<'_> {
             .arg("original_stream")
             .arg(&self.c.topic)
             .arg("group")
-            .arg(&self.c.group)
-            .ignore();
-        pipe.cmd("XACK").arg(&self.c.topic).arg(&self.c.group).arg(&entry.id);
-        let (acked,): (u64,) = pipe.query_async(conn).await?;
-        self.stats.acked += acked;
-        Ok(())
+            .arg(&self.c.group);
+        let acked: Result<u64, RedisError> = invocation.invoke_async(conn).await;
+        match acked {
+            Ok(acked) => {
+                self.stats.acked += acked;
+                Ok(true)
+            }
+            // Redis refused the dead letter (the XADD): nothing was acknowledged.
+            Err(e) if e.code().is_some() => {
+                tracing::error!(
+                    topic = %self.c.topic,
+                    group = %self.c.group,
+                    dead_letter = %self.c.dead_letter,
+                    message_id = %entry.id,
+                    error = %e,
+                    "cannot write the dead letter; the message stays pending and will be retried"
+                );
+                Ok(false)
+            }
+            Err(e) => Err(StepError::Lost(e)),
+        }
     }
 
     async fn flush_acks(&mut self, conn: &mut MultiplexedConnection) -> Step<()> {
@@ -700,6 +728,22 @@ impl Run<'_> {
         Ok(())
     }
 }
+
+/// Writes a dead letter and acknowledges the original, or neither.
+///
+/// `KEYS[1]` the dead-letter stream, `KEYS[2]` the stream; `ARGV[1]` the group, `ARGV[2]`
+/// the message id, then the `XADD` arguments after the key. `redis.call` raises on a
+/// refused `XADD`, which ends the script before the `XACK`.
+static DEAD_LETTER_SCRIPT: std::sync::LazyLock<::redis::Script> = std::sync::LazyLock::new(|| {
+    ::redis::Script::new(
+        r"
+local xadd = {}
+for i = 3, #ARGV do xadd[#xadd + 1] = ARGV[i] end
+redis.call('XADD', KEYS[1], unpack(xadd))
+return redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
+",
+    )
+});
 
 /// The metadata fields and `event_data` of a message.
 fn read_fields(fields: &[(Vec<u8>, Vec<u8>)]) -> (RawMetadata, Option<&[u8]>) {
