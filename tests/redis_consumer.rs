@@ -723,3 +723,65 @@ async fn failed_dead_letter_write_leaves_the_message_pending() {
     assert_eq!(xlen(&mut conn, &dlq), 1);
     assert_eq!(pending_count(&mut conn, &stream, &group), 0);
 }
+
+/// The server refuses the group set-up for now (OOM, then BUSY): the consumer retries
+/// with backoff instead of stopping, and consumes once the server recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporary_server_errors_at_group_setup_are_retried() {
+    redis_support::init_tracing();
+    let server = redis_support::PrivateRedis::start(&["--busy-reply-threshold", "100"]);
+    let url = server.url();
+    let mut conn = connect(&url);
+    let mut o = options();
+    o.max_count = Some(1);
+    o.reconnect_min_delay = Duration::from_millis(20);
+    o.reconnect_max_delay = Duration::from_millis(200);
+
+    // OOM: no write (XGROUP CREATE ... MKSTREAM) is accepted.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(1)
+        .query(&mut conn)
+        .unwrap();
+    let stream = unique("oom");
+    let consumer = RedisConsumer::new(&url, &stream, unique("g"), "c1", o.clone()).unwrap();
+    let run = tokio::spawn(consumer.run(never()));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(!run.is_finished(), "OOM stopped the consumer: {:?}", run.await);
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(0)
+        .query(&mut conn)
+        .unwrap();
+    produce_xblocks(&url, &stream, 0..1).await;
+    let stats = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(stats.succeeded, 1, "{stats:?}");
+
+    // BUSY: a script runs past the busy threshold.
+    let mut busy_conn = connect(&url);
+    let busy = std::thread::spawn(move || {
+        let _: Result<(), _> = redis::cmd("EVAL").arg("while true do end").arg(0).query(&mut busy_conn);
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let stream = unique("busy");
+    let consumer = RedisConsumer::new(&url, &stream, unique("g"), "c1", o).unwrap();
+    let run = tokio::spawn(consumer.run(never()));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let finished = run.is_finished();
+    let _: () = redis::cmd("SCRIPT").arg("KILL").query(&mut conn).unwrap();
+    busy.join().unwrap();
+    assert!(!finished, "BUSY stopped the consumer: {:?}", run.await);
+    produce_xblocks(&url, &stream, 0..1).await;
+    let stats = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(stats.succeeded, 1, "{stats:?}");
+}

@@ -29,6 +29,9 @@
 //! not exist; an existing group keeps its position across restarts, so events produced
 //! while consumers were down are read. [`RedisConsumerOptions::reset_to`] moves an
 //! existing group (`XGROUP SETID`), to replay from a message id or skip to the end.
+//! A temporary refusal at set-up (`LOADING`, `BUSY`, `OOM`, `MASTERDOWN`...: a server
+//! restarting with the service) is retried with backoff; a lasting one (`WRONGTYPE`: the
+//! key is not a stream) stops the consumer with [`ConsumeError::Group`].
 //!
 //! Needs Redis 6.2 or later (`XPENDING ... IDLE`, exclusive ranges).
 //!
@@ -50,7 +53,9 @@ use ::redis::{AsyncConnectionConfig, Client, RedisError, Value};
 use tokio::sync::Notify;
 
 use super::{dispatch, parse_metadata, ConsumerOptions, DispatchError, ErrorBudget, RawMetadata, TooManyErrors};
-use crate::producer::redis::{open_client, stream_entries, Backoff, RedisConfigError, StreamEntry};
+use crate::producer::redis::{
+    is_transient_server_error, open_client, stream_entries, Backoff, RedisConfigError, StreamEntry,
+};
 
 /// Where a new group starts reading, or where [`RedisConsumerOptions::reset_to`] moves it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,6 +202,9 @@ struct Received {
 enum StepError {
     /// A Redis call failed: the connection is dropped and re-made.
     Lost(RedisError),
+    /// Redis refused a command for now (`LOADING`, `BUSY`, `OOM`...): wait with backoff
+    /// and try again on the same connection.
+    Refused(RedisError),
     /// The consumer must stop.
     Fatal(ConsumeError),
 }
@@ -373,6 +381,17 @@ impl Run<'_> {
                     self.group_ready = false;
                     self.redis_budget.failure(&e.to_string())?;
                 }
+                Err(StepError::Refused(e)) => {
+                    tracing::warn!(
+                        topic = %self.c.topic,
+                        group = %self.c.group,
+                        error = %e,
+                        "redis refused the consumer for now; retrying"
+                    );
+                    self.redis_budget.failure(&e.to_string())?;
+                    let delay = self.backoff.next_delay();
+                    self.stop.sleep(delay).await;
+                }
                 Err(StepError::Lost(e)) => {
                     tracing::warn!(
                         topic = %self.c.topic,
@@ -476,6 +495,8 @@ impl Run<'_> {
                     tracing::info!(topic = %self.c.topic, group = %self.c.group, position = pos.as_arg(), "consumer group moved");
                 }
             }
+            // The server is loading, busy, out of memory, without its master...: for now.
+            Err(e) if e.code().is_some_and(is_transient_server_error) => return Err(StepError::Refused(e)),
             // A refusal (e.g. WRONGTYPE: the key is not a stream) will not go away.
             Err(e) if e.code().is_some() => {
                 return Err(StepError::Fatal(ConsumeError::Group {
