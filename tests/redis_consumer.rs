@@ -724,6 +724,58 @@ async fn failed_dead_letter_write_leaves_the_message_pending() {
     assert_eq!(pending_count(&mut conn, &stream, &group), 0);
 }
 
+/// Two consumers, a receiver of 100 ms, a batch of 10 and a retry delay of 500 ms: the
+/// messages one consumer holds (started or not) must not look idle to the other, so each
+/// is delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_in_hand_are_not_claimed_by_other_consumers() {
+    redis_support::init_tracing();
+    let url = url();
+    let stream = unique("in-hand");
+    let mut cleanup = Cleanup::new(&url, &[&stream]);
+    cleanup.add(&format!("{stream}-dead-letter"));
+    let group = unique("g");
+    let metas = produce_xblocks(&url, &stream, 0..10).await;
+    let deliveries: Arc<Mutex<Vec<uuid::Uuid>>> = Arc::new(Mutex::new(Vec::new()));
+    {
+        let deliveries = deliveries.clone();
+        XBlockPublished::signal().connect_async(move |env: openedx_events::Envelope<XBlockPublished>| {
+            deliveries.lock().unwrap().push(env.metadata.id);
+            tokio::time::sleep(Duration::from_millis(100))
+        });
+    }
+    let start = |name: &str| {
+        let mut o = options();
+        o.common.batch_size = 10;
+        o.common.retry_delay = Duration::from_millis(500);
+        let consumer = RedisConsumer::new(&url, &stream, &group, name, o).unwrap();
+        let deliveries = deliveries.clone();
+        tokio::spawn(consumer.run(async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while deliveries.lock().unwrap().len() < 10 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // Long enough for any wrong claim to show.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }))
+    };
+    let a = start("c1");
+    let b = start("c2");
+    let sa = a.await.unwrap().unwrap();
+    let sb = b.await.unwrap().unwrap();
+    let got = deliveries.lock().unwrap().clone();
+    let distinct: HashSet<uuid::Uuid> = got.iter().copied().collect();
+    assert_eq!(distinct, metas.iter().map(|m| m.id).collect(), "no loss");
+    assert_eq!(
+        got.len(),
+        10,
+        "{} deliveries for 10 messages: c1 {sa:?} c2 {sb:?}",
+        got.len()
+    );
+    let mut conn = connect(&url);
+    assert_eq!(pending_count(&mut conn, &stream, &group), 0);
+}
+
 /// The server refuses the group set-up for now (OOM, then BUSY): the consumer retries
 /// with backoff instead of stopping, and consumes once the server recovers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -784,4 +836,59 @@ async fn temporary_server_errors_at_group_setup_are_retried() {
         .unwrap()
         .unwrap();
     assert_eq!(stats.succeeded, 1, "{stats:?}");
+}
+
+/// A consumer stops with messages read but not started: they are handed back and spend
+/// no attempt, so a message that fails once is retried (max_retries 1), not dead-lettered
+/// as if it had failed twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_read_but_not_started_spend_no_retry() {
+    redis_support::init_tracing();
+    let url = url();
+    let stream = unique("not-started");
+    let mut cleanup = Cleanup::new(&url, &[&stream]);
+    let group = unique("g");
+    produce_xblocks(&url, &stream, 0..3).await;
+    let started = Arc::new(tokio::sync::Notify::new());
+    let slow = {
+        let started = started.clone();
+        XBlockPublished::signal().connect_async(move |_env: openedx_events::Envelope<XBlockPublished>| {
+            started.notify_one();
+            tokio::time::sleep(Duration::from_millis(300))
+        })
+    };
+    let consumer = RedisConsumer::new(&url, &stream, &group, "c1", options()).unwrap();
+    let dlq = consumer.dead_letter_stream().to_owned();
+    cleanup.add(&dlq);
+    let s = started.clone();
+    let stats = consumer.run(async move { s.notified().await }).await.unwrap();
+    assert_eq!(stats.succeeded, 1, "{stats:?}");
+    XBlockPublished::signal().disconnect(slow);
+    // Each message fails at its first delivery, then succeeds.
+    let failed_once: Arc<Mutex<HashSet<uuid::Uuid>>> = Arc::default();
+    {
+        let failed_once = failed_once.clone();
+        XBlockPublished::signal().connect(move |env: &openedx_events::Envelope<XBlockPublished>| {
+            if failed_once.lock().unwrap().insert(env.metadata.id) {
+                Err("first try fails".to_owned())
+            } else {
+                Ok(())
+            }
+        });
+    }
+    let mut o = options();
+    o.max_count = Some(2);
+    o.common.max_retries = 1;
+    let consumer = RedisConsumer::new(&url, &stream, &group, "c2", o).unwrap();
+    let stats = tokio::time::timeout(Duration::from_secs(10), consumer.run(never()))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut conn = connect(&url);
+    assert_eq!(
+        (stats.succeeded, stats.dead_lettered, xlen(&mut conn, &dlq)),
+        (2, 0, 0),
+        "messages never started spent a retry: {stats:?}"
+    );
+    assert_eq!(pending_count(&mut conn, &stream, &group), 0);
 }

@@ -14,6 +14,12 @@
 //!   and retries it. After [`ConsumerOptions::max_retries`] retries it is dead-lettered.
 //! - It cannot be decoded, has an unknown type or bad metadata: it is dead-lettered at once.
 //!
+//! While a consumer holds a batch, a task of its own keeps the idle time of the batch's
+//! messages not yet acknowledged (started or not) below a quarter of `retry_delay`, so the
+//! other members never claim a message in hand, however long its receivers take. A
+//! message is claimed by another member only once it was left for a retry, or its
+//! consumer stopped (or lost Redis) for `retry_delay`.
+//!
 //! Dead-lettering writes the message's original fields plus `error`, `original_id`,
 //! `attempts`, `original_stream` and `group` to the dead-letter stream
 //! ([`ConsumerOptions::dead_letter_for`]) and acknowledges the original, atomically (one
@@ -39,13 +45,15 @@
 //!
 //! When the shutdown future completes, the consumer finishes the message in hand,
 //! acknowledges what succeeded and returns its [`ConsumeStats`]. Messages it had read
-//! but not started stay pending in the group and are claimed again after
-//! [`ConsumerOptions::retry_delay`] (by this consumer name at its next start, at once).
+//! but not started are handed back: they stay pending in the group with their delivery
+//! count set back (an attempt never started is not counted against
+//! [`ConsumerOptions::max_retries`]) and look idle already, so any member claims them
+//! at once (this consumer name too, at its next start).
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ::redis::aio::MultiplexedConnection;
@@ -279,6 +287,7 @@ impl RedisConsumer {
             group_ready: false,
             own_pending_checked: false,
             next_claim: tokio::time::Instant::now(),
+            in_hand: Arc::default(),
         };
         tracing::info!(
             url = %self.url_redacted,
@@ -346,6 +355,8 @@ struct Run<'a> {
     group_ready: bool,
     own_pending_checked: bool,
     next_claim: tokio::time::Instant,
+    /// Ids of the messages in hand (see `process_batch`).
+    in_hand: Arc<Mutex<Vec<String>>>,
 }
 
 impl Run<'_> {
@@ -551,14 +562,14 @@ impl Run<'_> {
             // entry is gone (Redis 7 then drops it from the group; older servers return it
             // without a body, which `handle` acknowledges).
             self.stats.claimed += claimed.len() as u64;
-            for entry in claimed {
-                if self.done() {
-                    break;
-                }
-                let attempts = deliveries.get(&entry.id).copied().unwrap_or(0) + 1;
-                self.process(conn, Received { entry, attempts }).await?;
-            }
-            self.flush_acks(conn).await?;
+            let batch = claimed
+                .into_iter()
+                .map(|entry| {
+                    let attempts = deliveries.get(&entry.id).copied().unwrap_or(0) + 1;
+                    Received { entry, attempts }
+                })
+                .collect();
+            self.process_batch(conn, batch).await?;
             if !full_page {
                 return Ok(());
             }
@@ -581,22 +592,98 @@ impl Run<'_> {
             .query_async(conn)
             .await?;
         self.backoff.reset();
-        for entry in read_reply_entries(reply) {
+        let batch = read_reply_entries(reply)
+            .into_iter()
+            .map(|entry| Received { entry, attempts: 1 })
+            .collect();
+        self.process_batch(conn, batch).await
+    }
+
+    /// Handles a batch of messages delivered to this consumer, in order, then acknowledges
+    /// what succeeded.
+    ///
+    /// Meanwhile a task keeps the messages in hand (every one of the batch not yet
+    /// acknowledged nor left for a retry, started or not) from looking idle to the other
+    /// members, which claim what has been idle for `retry_delay`. When the consumer stops
+    /// in the middle, the messages not started are handed back: their delivery count is
+    /// set back (they spent no attempt) and they may be claimed at once.
+    async fn process_batch(&mut self, conn: &mut MultiplexedConnection, batch: Vec<Received>) -> Step<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        *lock(&self.in_hand) = batch.iter().map(|r| r.entry.id.clone()).collect();
+        let _keeper = AbortOnDrop(tokio::spawn(keep_in_hand(
+            conn.clone(),
+            self.c.topic.clone(),
+            self.c.group.clone(),
+            self.c.consumer.clone(),
+            self.c.options.common.retry_delay,
+            self.in_hand.clone(),
+        )));
+        let result = self.process_in_hand(conn, batch).await;
+        lock(&self.in_hand).clear();
+        result
+    }
+
+    async fn process_in_hand(&mut self, conn: &mut MultiplexedConnection, batch: Vec<Received>) -> Step<()> {
+        let mut batch = batch.into_iter();
+        while let Some(msg) = batch.next() {
             if self.done() {
-                break;
+                let not_started: Vec<Received> = std::iter::once(msg).chain(batch).collect();
+                self.flush_acks(conn).await?;
+                return self.hand_back(conn, &not_started).await;
             }
-            self.process(conn, Received { entry, attempts: 1 }).await?;
+            let id = msg.entry.id.clone();
+            match self.process(conn, msg).await? {
+                Handled::Ack => {}
+                // Left pending: it must look idle, to be retried after `retry_delay`.
+                Handled::Pending => lock(&self.in_hand).retain(|i| *i != id),
+            }
+        }
+        self.flush_acks(conn).await
+    }
+
+    /// Gives messages read but not started back to the group: their delivery count is
+    /// set back to what it was before this consumer took them, and they look idle for
+    /// `retry_delay` already, so any member (this one at its next start) takes them now.
+    async fn hand_back(&mut self, conn: &mut MultiplexedConnection, not_started: &[Received]) -> Step<()> {
+        if not_started.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = HAND_BACK_SCRIPT.key(&self.c.topic);
+        invocation
+            .arg(&self.c.group)
+            .arg(&self.c.consumer)
+            .arg(self.c.options.common.retry_delay.as_millis() as u64);
+        for r in not_started {
+            invocation.arg(&r.entry.id).arg(r.attempts.saturating_sub(1));
+        }
+        let handed: Result<u64, RedisError> = invocation.invoke_async(conn).await;
+        match handed {
+            Ok(n) => tracing::info!(
+                topic = %self.c.topic,
+                group = %self.c.group,
+                messages = n,
+                "messages read but not started handed back to the group"
+            ),
+            // They stay pending (their next delivery counts one attempt more).
+            Err(e) => tracing::warn!(
+                topic = %self.c.topic,
+                group = %self.c.group,
+                error = %e,
+                "cannot hand back the messages not started"
+            ),
         }
         Ok(())
     }
 
-    async fn process(&mut self, conn: &mut MultiplexedConnection, msg: Received) -> Step<()> {
+    async fn process(&mut self, conn: &mut MultiplexedConnection, msg: Received) -> Step<Handled> {
         self.stats.received += 1;
-        match self.handle(conn, msg).await? {
-            Handled::Ack => self.completed += 1,
-            Handled::Pending => {}
+        let handled = self.handle(conn, msg).await?;
+        if let Handled::Ack = handled {
+            self.completed += 1;
         }
-        Ok(())
+        Ok(handled)
     }
 
     /// Handles one message: dispatch, then decide acknowledge / retry / dead letter.
@@ -749,6 +836,84 @@ impl Run<'_> {
         Ok(())
     }
 }
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Keeps the idle time of the messages in hand near zero (a quarter of `retry_delay` at
+/// most), so no other member claims them, until aborted. It runs as a task of its own, so
+/// a receiver that holds its thread does not stop it.
+async fn keep_in_hand(
+    mut conn: MultiplexedConnection,
+    topic: String,
+    group: String,
+    consumer: String,
+    retry_delay: Duration,
+    in_hand: Arc<Mutex<Vec<String>>>,
+) {
+    let every = (retry_delay / 4).max(Duration::from_millis(5));
+    loop {
+        tokio::time::sleep(every).await;
+        let ids = lock(&in_hand).clone();
+        if ids.is_empty() {
+            continue;
+        }
+        let mut invocation = KEEP_IN_HAND_SCRIPT.key(&topic);
+        invocation.arg(&group).arg(&consumer).arg(&ids);
+        let kept: Result<u64, RedisError> = invocation.invoke_async(&mut conn).await;
+        if let Err(e) = kept {
+            tracing::warn!(topic = %topic, group = %group, error = %e, "cannot refresh the messages in hand");
+        }
+    }
+}
+
+/// Resets the idle time of the messages `ARGV[3..]` still pending for consumer `ARGV[2]`
+/// of group `ARGV[1]` on stream `KEYS[1]` (`XCLAIM ... JUSTID` does not count a delivery);
+/// a message another member took meanwhile is left to it.
+static KEEP_IN_HAND_SCRIPT: std::sync::LazyLock<::redis::Script> = std::sync::LazyLock::new(|| {
+    ::redis::Script::new(
+        r"
+local n = 0
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
+  if #p > 0 then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    n = n + 1
+  end
+end
+return n
+",
+    )
+});
+
+/// Hands messages back: for each pair `id, count` after `ARGV[3]` still pending for
+/// consumer `ARGV[2]` of group `ARGV[1]`, sets its delivery count to `count` and its idle
+/// time to `ARGV[3]` ms.
+static HAND_BACK_SCRIPT: std::sync::LazyLock<::redis::Script> = std::sync::LazyLock::new(|| {
+    ::redis::Script::new(
+        r"
+local n = 0
+for i = 4, #ARGV - 1, 2 do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
+  if #p > 0 then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3], 'RETRYCOUNT', ARGV[i + 1], 'JUSTID')
+    n = n + 1
+  end
+end
+return n
+",
+    )
+});
 
 /// Writes a dead letter and acknowledges the original, or neither.
 ///
