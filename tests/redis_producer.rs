@@ -451,3 +451,123 @@ fn full_buffer_after_the_runtime_is_gone_is_closed() {
     assert!(matches!(p.produce(record(&stream, 1)), Err(ProduceError::Closed)));
     assert!(t.elapsed() < Duration::from_secs(5));
 }
+
+/// A producer on a private server that answers nothing for a while (`DEBUG SLEEP`):
+/// replies of what is sent meanwhile time out, so the retry after the reconnect checks
+/// which events were written.
+fn sleepy_config(url: &str) -> RedisProducerConfig {
+    let mut c = config(url);
+    c.stream_max_len = 0;
+    c.response_timeout = Duration::from_millis(1000);
+    c.connect_timeout = Duration::from_secs(5);
+    c
+}
+
+/// After a reconnect, the check of what is already written meets a key that is not a
+/// stream (WRONGTYPE): only that event fails, the others are delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedup_check_on_a_key_that_is_not_a_stream_fails_only_that_event() {
+    redis_support::init_tracing();
+    let server = PrivateRedis::start(&["--enable-debug-command", "yes"]);
+    let url = server.url();
+    let stream = unique("dedup-ok");
+    let not_a_stream = unique("dedup-string");
+    let mut conn = connect(&url);
+    let _: () = redis::cmd("SET").arg(&not_a_stream).arg("x").query(&mut conn).unwrap();
+    let p = RedisProducer::start(sleepy_config(&url)).unwrap();
+    p.produce(record(&stream, 0)).unwrap();
+    p.flush(Duration::from_secs(5)).await.unwrap();
+    let sleeper = redis_support::debug_sleep(&url, 1.5);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    p.produce(record(&stream, 1)).unwrap();
+    p.produce(record(&not_a_stream, 2)).unwrap();
+    p.produce(record(&stream, 3)).unwrap();
+    let result = p.flush(Duration::from_secs(8)).await;
+    sleeper.join().unwrap();
+    assert!(
+        matches!(result, Err(ProduceError::Failed { failed: 1 })),
+        "{result:?} {:?}",
+        p.stats()
+    );
+    assert_eq!(indexes(&read_stream(&mut conn, &stream)), [0, 1, 3]);
+    p.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// After a reconnect, the check of what is already written is refused (NOPERM: the user
+/// may not XREVRANGE): the events are sent again (at least once), none is stuck or failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedup_check_without_xrevrange_permission_still_delivers() {
+    redis_support::init_tracing();
+    let server = PrivateRedis::start(&[
+        "--enable-debug-command",
+        "yes",
+        "--user",
+        "default",
+        "off",
+        "--user",
+        "alice",
+        "on",
+        ">pw",
+        "~*",
+        "&*",
+        "+@all",
+        "-xrevrange",
+    ]);
+    let url = format!("redis://alice:pw@127.0.0.1:{}/", server.port);
+    let stream = unique("noperm");
+    let mut conn = connect(&url);
+    let p = RedisProducer::start(sleepy_config(&url)).unwrap();
+    p.produce(record(&stream, 0)).unwrap();
+    p.flush(Duration::from_secs(5)).await.unwrap();
+    let sleeper = redis_support::debug_sleep(&url, 1.5);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 1..4 {
+        p.produce(record(&stream, i)).unwrap();
+    }
+    let result = p.flush(Duration::from_secs(8)).await;
+    sleeper.join().unwrap();
+    assert!(result.is_ok(), "{result:?} {:?}", p.stats());
+    let got = indexes(&read_stream(&mut conn, &stream));
+    let mut first = Vec::new();
+    for i in got {
+        if !first.contains(&i) {
+            first.push(i);
+        }
+    }
+    assert_eq!(first, [0, 1, 2, 3], "every event, first copies in order");
+    p.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// Redis holds the commands of a connection whose replies time out (writes paused with
+/// `CLIENT PAUSE ... WRITE`, as during a failover): when they are applied after the new
+/// connection checked what is written, the resent events would be written twice. Each
+/// event must land once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_held_on_a_timed_out_connection_are_not_applied_after_the_resend() {
+    redis_support::init_tracing();
+    let server = PrivateRedis::start(&[]);
+    let url = server.url();
+    let stream = unique("held");
+    let mut conn = connect(&url);
+    let p = RedisProducer::start(sleepy_config(&url)).unwrap();
+    p.produce(record(&stream, 0)).unwrap();
+    p.flush(Duration::from_secs(5)).await.unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(2500)
+        .arg("WRITE")
+        .query(&mut conn)
+        .unwrap();
+    for i in 1..4 {
+        p.produce(record(&stream, i)).unwrap();
+    }
+    let result = p.flush(Duration::from_secs(10)).await;
+    assert!(result.is_ok(), "{result:?} {:?}", p.stats());
+    assert_eq!(
+        indexes(&read_stream(&mut conn, &stream)),
+        [0, 1, 2, 3],
+        "{:?}",
+        p.stats()
+    );
+    p.shutdown(Duration::from_secs(5)).await.unwrap();
+}

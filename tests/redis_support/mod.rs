@@ -320,3 +320,13 @@ impl Drop for PrivateRedis {
 mod python_support;
 #[allow(unused_imports)] // each test binary uses a part
 pub use python_support::{interop_events, json_lines, metadata_json, python, python_dir, try_python};
+
+/// Blocks the server for `seconds` (`DEBUG SLEEP`, the server needs
+/// `--enable-debug-command yes`) from a thread of its own; join the handle to wait.
+pub fn debug_sleep(url: &str, seconds: f64) -> std::thread::JoinHandle<()> {
+    let url = url.to_owned();
+    let mut conn = connect(&url);
+    std::thread::spawn(move || {
+        let _: () = redis::cmd("DEBUG").arg("SLEEP").arg(seconds).query(&mut conn).unwrap();
+    })
+}

@@ -39,6 +39,15 @@
 //! than [`DEDUP_MARGIN`] entries written to the stream by others meanwhile, or trimmed
 //! by `MAXLEN`). Delivery is therefore at least once, and exactly once otherwise.
 //!
+//! Before that check the task closes the dropped connection on the server (`CLIENT KILL
+//! ID`): Redis may still hold commands of a connection whose replies timed out (writes
+//! paused, a slow network), and would otherwise apply them after the check, writing
+//! those events twice. (A user without `CLIENT KILL` permission loses that guarantee;
+//! it is logged.) When Redis refuses the check itself for a stream for good (`WRONGTYPE`:
+//! the key is not a stream; `NOPERM`: the user may not `XREVRANGE` it), that stream's
+//! events are sent again unchecked: the `XADD` replies decide, so a refused event fails
+//! alone and an accepted one may be written twice; a temporary refusal is retried.
+//!
 //! A command that Redis refuses with a transient error (`LOADING`, `BUSY`, `TRYAGAIN`,
 //! `MASTERDOWN`, `READONLY`, `OOM`, ...) is retried with backoff; since the rest of its
 //! pipeline was applied, a retried event can then land after later events of its
@@ -396,6 +405,8 @@ impl RedisProducer {
             config: config.clone(),
             shared: shared.clone(),
             conn: None,
+            conn_id: None,
+            stale: Vec::new(),
             connected_once: false,
             backoff: Backoff::new(config.reconnect_min_delay, config.reconnect_max_delay),
             stop: shared.stop.subscribe(),
@@ -652,6 +663,11 @@ struct Writer {
     config: RedisProducerConfig,
     shared: Arc<Shared>,
     conn: Option<MultiplexedConnection>,
+    /// `CLIENT ID` of `conn`, when Redis told it.
+    conn_id: Option<i64>,
+    /// Ids of dropped connections that may still hold commands Redis has not applied yet
+    /// (their replies timed out): closed (`CLIENT KILL`) before checking what is written.
+    stale: Vec<i64>,
     connected_once: bool,
     backoff: Backoff,
     stop: watch::Receiver<bool>,
@@ -793,6 +809,7 @@ impl Writer {
                 continue; // stopped while connecting: failed on the next turn
             };
             if uncertain {
+                self.close_stale(&mut conn).await;
                 match already_written(&mut conn, meta, &todo).await {
                     Ok(written) => {
                         if !written.is_empty() {
@@ -925,6 +942,8 @@ impl Writer {
                         self.shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
                         tracing::info!("redis producer reconnected");
                     }
+                    let id: Result<i64, RedisError> = ::redis::cmd("CLIENT").arg("ID").query_async(&mut c).await;
+                    self.conn_id = id.ok();
                     self.connected_once = true;
                     self.conn = Some(c);
                 }
@@ -939,9 +958,35 @@ impl Writer {
 
     async fn connection_failed(&mut self, e: &RedisError) {
         tracing::warn!(error = %e, "redis producer lost its connection; will reconnect and resend");
+        if let Some(id) = self.conn_id.take() {
+            self.stale.push(id);
+        }
         self.conn = None;
         let delay = self.backoff.next_delay();
         self.sleep(delay).await;
+    }
+
+    /// Closes the dropped connections that may still hold commands: once Redis killed a
+    /// client, nothing it had not applied yet will be, so the check of what is written
+    /// that follows sees the final state. (Without `CLIENT KILL` permission the check may
+    /// be overtaken: an event can then be written twice, or out of order.)
+    async fn close_stale(&mut self, conn: &mut MultiplexedConnection) {
+        for id in std::mem::take(&mut self.stale) {
+            let killed: Result<i64, RedisError> = ::redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("ID")
+                .arg(id)
+                .arg("SKIPME")
+                .arg("yes")
+                .query_async(conn)
+                .await;
+            if let Err(e) = killed {
+                tracing::warn!(
+                    error = %e,
+                    "cannot close the previous connection; commands it still holds may be applied after the resend"
+                );
+            }
+        }
     }
 
     /// Sleeps, or less if stopped.
@@ -971,14 +1016,32 @@ async fn already_written(
     }
     let mut seen: HashSet<(String, uuid::Uuid)> = HashSet::new();
     for (topic, count) in per_topic {
-        let entries: Value = ::redis::cmd("XREVRANGE")
+        let entries: Result<Value, RedisError> = ::redis::cmd("XREVRANGE")
             .arg(topic)
             .arg("+")
             .arg("-")
             .arg("COUNT")
             .arg(count + DEDUP_MARGIN)
             .query_async(conn)
-            .await?;
+            .await;
+        let entries = match entries {
+            Ok(entries) => entries,
+            // Refused for now (LOADING, BUSY...): the check is tried again after a delay.
+            Err(e) if e.code().is_some_and(is_transient_server_error) => return Err(e),
+            // Refused for good for this key (WRONGTYPE: not a stream; NOPERM: no right to
+            // read it): its events are sent again, and each XADD's reply decides (a
+            // refused one fails that event only; an accepted one may be a second copy).
+            Err(e) if e.code().is_some() => {
+                tracing::warn!(
+                    topic,
+                    error = %e,
+                    events = count,
+                    "cannot check which events were already written; sending them again"
+                );
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         for entry in stream_entries(entries) {
             let id = entry
                 .fields
