@@ -538,6 +538,61 @@ async fn dedup_check_without_xrevrange_permission_still_delivers() {
     p.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
+/// The first batch in flight times out and must be retried while the second one is
+/// answered: a flush begun between the two waits for the first batch's event (which Redis
+/// then refuses) instead of counting the second batch's events for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_waits_for_exactly_the_events_accepted_before_it() {
+    redis_support::init_tracing();
+    // alice may read but not write the `ro-*` keys.
+    let server = PrivateRedis::start(&[
+        "--enable-debug-command",
+        "yes",
+        "--user",
+        "default",
+        "off",
+        "--user",
+        "alice",
+        "on",
+        ">pw",
+        "%R~ro-*",
+        "~oev-*",
+        "&*",
+        "+@all",
+    ]);
+    let url = format!("redis://alice:pw@127.0.0.1:{}/", server.port);
+    let stream = unique("flush");
+    let read_only = format!("ro-{}", uuid::Uuid::new_v4().simple());
+    let mut conn = connect(&url);
+    let p = Arc::new(RedisProducer::start(sleepy_config(&url)).unwrap());
+    p.produce(record(&stream, 0)).unwrap();
+    p.flush(Duration::from_secs(5)).await.unwrap();
+    let sleeper = redis_support::debug_sleep(&url, 1.5);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // First batch: one event Redis will refuse (NOPERM), sent while the server sleeps;
+    // its replies time out after 1 s, before the server wakes.
+    p.produce(record(&read_only, 1)).unwrap();
+    let flush = {
+        let p = p.clone();
+        tokio::spawn(async move { p.flush(Duration::from_secs(10)).await })
+    };
+    // Second batch, 700 ms later: answered when the server wakes, within its timeout.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    for i in 2..5 {
+        p.produce(record(&stream, i)).unwrap();
+    }
+    let result = flush.await.unwrap();
+    sleeper.join().unwrap();
+    assert!(
+        matches!(result, Err(ProduceError::Failed { failed: 1 })),
+        "flush must report the refused event accepted before it: {result:?} {:?}",
+        p.stats()
+    );
+    p.flush(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(indexes(&read_stream(&mut conn, &stream)), [0, 2, 3, 4]);
+    p.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
 /// Redis holds the commands of a connection whose replies time out (writes paused with
 /// `CLIENT PAUSE ... WRITE`, as during a failover): when they are applied after the new
 /// connection checked what is written, the resent events would be written twice. Each

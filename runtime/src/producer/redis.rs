@@ -57,7 +57,10 @@
 //! # Flush and shutdown
 //!
 //! [`Producer::flush`] returns once every event accepted before the call is
-//! acknowledged by Redis or reported failed. [`Producer::shutdown`] refuses new events,
+//! acknowledged by Redis or reported failed: the events are numbered as `produce`
+//! takes them and the flush waits for exactly those numbered before it, so events
+//! accepted later (a second batch answered while the first is being retried) do not
+//! stand in for them. [`Producer::shutdown`] refuses new events,
 //! flushes, then stops the task; events still pending when its timeout expires are
 //! reported failed and counted.
 
@@ -330,18 +333,54 @@ struct Counters {
 struct Shared {
     counters: Counters,
     slots: Semaphore,
-    /// Events completed (delivered or failed), in acceptance order.
-    completed: watch::Sender<u64>,
+    /// The next event's sequence number (in the order `produce` took them).
+    next_seq: AtomicU64,
+    /// Every event numbered below this one is completed (delivered or failed).
+    completed_below: watch::Sender<u64>,
+    /// Completed events numbered above `completed_below`.
+    completed_above: std::sync::Mutex<std::collections::BTreeSet<u64>>,
+    /// Events completed, in all.
+    completed_count: AtomicU64,
     stop: watch::Sender<bool>,
 }
 
 impl Shared {
-    fn complete(&self, n: usize) {
+    /// Records the events numbered `seqs` as completed (delivered, failed, or never
+    /// sent) and frees their buffer slots.
+    fn complete(&self, seqs: impl IntoIterator<Item = u64>) {
+        let mut n = 0usize;
+        let mut above = self.completed_above.lock().unwrap_or_else(|e| e.into_inner());
+        let mut below = *self.completed_below.borrow();
+        for seq in seqs {
+            n += 1;
+            if seq == below {
+                below += 1;
+                while above.remove(&below) {
+                    below += 1;
+                }
+            } else {
+                above.insert(seq);
+            }
+        }
         if n == 0 {
             return;
         }
+        self.completed_count.fetch_add(n as u64, Ordering::AcqRel);
+        self.completed_below.send_if_modified(|b| {
+            let moved = *b != below;
+            *b = below;
+            moved
+        });
+        drop(above);
         self.slots.add_permits(n);
-        self.completed.send_modify(|c| *c += n as u64);
+    }
+
+    /// Events numbered below `target` not completed yet.
+    fn pending_below(&self, target: u64) -> u64 {
+        let above = self.completed_above.lock().unwrap_or_else(|e| e.into_inner());
+        let below = *self.completed_below.borrow();
+        let done_above = above.range(..target).count() as u64;
+        target.saturating_sub(below).saturating_sub(done_above)
     }
 }
 
@@ -353,6 +392,8 @@ struct Queued {
 
 /// What identifies a queued event in logs and in its stream.
 struct Meta {
+    /// The event's sequence number (see `Shared::next_seq`).
+    seq: u64,
     topic: Arc<str>,
     event_type: &'static str,
     event_id: uuid::Uuid,
@@ -396,7 +437,10 @@ impl RedisProducer {
         let shared = Arc::new(Shared {
             counters: Counters::default(),
             slots: Semaphore::new(capacity),
-            completed: watch::Sender::new(0),
+            next_seq: AtomicU64::new(0),
+            completed_below: watch::Sender::new(0),
+            completed_above: std::sync::Mutex::default(),
+            completed_count: AtomicU64::new(0),
             stop: watch::Sender::new(false),
         });
         let (tx, rx) = mpsc::unbounded_channel();
@@ -450,8 +494,8 @@ impl RedisProducer {
 
     /// Events accepted and not yet delivered nor failed.
     pub fn pending(&self) -> u64 {
-        let accepted = self.shared.counters.accepted.load(Ordering::Acquire);
-        accepted.saturating_sub(*self.shared.completed.borrow())
+        let taken = self.shared.next_seq.load(Ordering::Acquire);
+        taken.saturating_sub(self.shared.completed_count.load(Ordering::Acquire))
     }
 
     /// Builds the `XADD` command of a record (encodes the data).
@@ -530,22 +574,25 @@ impl RedisProducer {
         }
     }
 
+    /// Waits until every event numbered below `target` is completed.
     async fn wait_completed(&self, target: u64, timeout: Duration) -> Result<(), ProduceError> {
-        let mut rx = self.shared.completed.subscribe();
+        let mut rx = self.shared.completed_below.subscribe();
         let waited = tokio::time::timeout(timeout, async { rx.wait_for(|c| *c >= target).await.map(|_| ()) }).await;
         match waited {
             Ok(Ok(())) => Ok(()),
             // The task ended: whatever it did not complete will never be.
             Ok(Err(_)) => Err(ProduceError::Closed),
             Err(_) => Err(ProduceError::Timeout {
-                pending: target.saturating_sub(*self.shared.completed.borrow()) as usize,
+                pending: self.shared.pending_below(target) as usize,
                 waited: timeout,
             }),
         }
     }
 
     async fn flush_inner(&self, timeout: Duration) -> Result<(), ProduceError> {
-        let target = self.shared.counters.accepted.load(Ordering::Acquire);
+        // Exactly the events taken before this call (by number, not by count: a later
+        // batch completing first does not stand in for an earlier one being retried).
+        let target = self.shared.next_seq.load(Ordering::Acquire);
         self.wait_completed(target, timeout).await?;
         // Failures since the last flush, including those reported before this one began.
         let failed_now = self.shared.counters.failed.load(Ordering::Acquire);
@@ -571,16 +618,19 @@ impl Producer for RedisProducer {
             self.shared.counters.rejected.fetch_add(1, Ordering::Relaxed);
             return Err(e);
         }
+        let seq = self.shared.next_seq.fetch_add(1, Ordering::AcqRel);
         let queued = Queued {
             cmd,
             meta: Meta {
+                seq,
                 topic: record.topic,
                 event_type: record.metadata.event_type,
                 event_id: record.metadata.id,
             },
         };
         if self.tx.send(queued).is_err() {
-            self.shared.slots.add_permits(1);
+            // Never sent: completed at once (frees its slot, does not hold flushes).
+            self.shared.complete([seq]);
             return Err(ProduceError::Closed);
         }
         self.shared.counters.accepted.fetch_add(1, Ordering::AcqRel);
@@ -730,13 +780,13 @@ impl Writer {
         }
         // Stopped (shutdown timed out) or every sender gone: fail what is left.
         rx.close();
-        let mut left = 0usize;
+        let mut left = Vec::new();
         while let Ok(q) = rx.try_recv() {
             self.fail(&q.meta, "producer shut down before delivery");
-            left += 1;
+            left.push(q.meta.seq);
         }
-        if left > 0 {
-            tracing::error!(events = left, "redis producer stopped with undelivered events");
+        if !left.is_empty() {
+            tracing::error!(events = left.len(), "redis producer stopped with undelivered events");
         }
         self.shared.complete(left);
     }
@@ -768,7 +818,7 @@ impl Writer {
     async fn finish_one(&mut self, pipe: Arc<Pipeline>, meta: Vec<Meta>, reply: Replies) {
         let todo: Vec<usize> = (0..meta.len()).collect();
         match self.check_replies(&meta, &todo, reply).await {
-            Attempt::Done => self.shared.complete(meta.len()),
+            Attempt::Done => self.shared.complete(meta.iter().map(|m| m.seq)),
             Attempt::Retry { indexes, uncertain } => {
                 self.shared
                     .counters
@@ -854,7 +904,7 @@ impl Writer {
                 }
             }
         }
-        self.shared.complete(meta.len());
+        self.shared.complete(meta.iter().map(|m| m.seq));
     }
 
     /// Counts delivered and failed events of one pipeline's replies for the events `todo`,
