@@ -593,6 +593,45 @@ async fn flush_waits_for_exactly_the_events_accepted_before_it() {
     p.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
+/// A demoted node answers READONLY: the producer backs off (growing delays) and
+/// reconnects, instead of retrying at the minimum delay on the same connection; once the
+/// node is promoted the event is delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readonly_refusals_back_off_and_reconnect() {
+    redis_support::init_tracing();
+    let master = PrivateRedis::start(&[]);
+    let replica = PrivateRedis::start(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+    let url = replica.url();
+    let stream = unique("readonly");
+    let mut conn = connect(&url);
+    let connections_before: u64 = redis_support::info(&mut conn, "stats")["total_connections_received"]
+        .parse()
+        .unwrap();
+    let mut c = config(&url);
+    c.reconnect_min_delay = Duration::from_millis(10);
+    c.reconnect_max_delay = Duration::from_secs(1);
+    let p = RedisProducer::start(c).unwrap();
+    p.produce(record(&stream, 0)).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let attempts = redis_support::command_attempts(&mut conn, "xadd");
+    let connections: u64 = redis_support::info(&mut conn, "stats")["total_connections_received"]
+        .parse()
+        .unwrap();
+    let reconnections = connections - connections_before;
+    assert!(
+        (2..=20).contains(&attempts),
+        "XADD tried {attempts} times in 3 s: the delay must grow"
+    );
+    assert!(
+        reconnections >= 3,
+        "{reconnections} connections in 3 s: READONLY must reconnect"
+    );
+    let _: () = redis::cmd("REPLICAOF").arg("NO").arg("ONE").query(&mut conn).unwrap();
+    p.flush(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(xlen(&mut conn, &stream), 1);
+    p.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
 /// Redis holds the commands of a connection whose replies time out (writes paused with
 /// `CLIENT PAUSE ... WRITE`, as during a failover): when they are applied after the new
 /// connection checked what is written, the resent events would be written twice. Each

@@ -49,10 +49,19 @@
 //! alone and an accepted one may be written twice; a temporary refusal is retried.
 //!
 //! A command that Redis refuses with a transient error (`LOADING`, `BUSY`, `TRYAGAIN`,
-//! `MASTERDOWN`, `READONLY`, `OOM`, ...) is retried with backoff; since the rest of its
-//! pipeline was applied, a retried event can then land after later events of its
-//! stream. Any other refusal (e.g. `WRONGTYPE`: the key is not a stream) fails that
-//! event: it is logged and counted in [`RedisProducerStats::failed`].
+//! `MASTERDOWN`, `READONLY`, `OOM`, ...) is retried with backoff, the delay doubling at
+//! each refusal up to [`RedisProducerConfig::reconnect_max_delay`]; on `READONLY` (a
+//! replica, e.g. the old master after a failover) the task also reconnects, to reach
+//! the new master through the same address (DNS, proxy). Any other refusal (e.g.
+//! `WRONGTYPE`: the key is not a stream) fails that event: it is logged and counted in
+//! [`RedisProducerStats::failed`].
+//!
+//! **Order when an event is retried.** The rest of its pipeline was applied, and so was
+//! the other batch in flight, if any: a retried event lands in its stream *after* the
+//! later events of those two batches (of every key), and before the events accepted
+//! after them (the task sends nothing new while it retries). The same holds for the
+//! events of a batch resent after a connection loss. A consumer that needs the order of
+//! one key must not count on it across such a retry (compare the events' `time`).
 //!
 //! # Flush and shutdown
 //!
@@ -932,12 +941,15 @@ impl Writer {
                 };
             }
         };
-        self.backoff.reset();
         let mut retry = Vec::new();
         let mut delivered = 0u64;
+        let mut reconnect = false;
         for (&i, reply) in todo.iter().zip(replies) {
             match reply {
                 Value::ServerError(e) if is_transient_server_error(e.code()) => {
+                    // A replica (e.g. the old master after a failover): another connection
+                    // may reach the new master (DNS, proxy, load balancer).
+                    reconnect |= e.code() == "READONLY";
                     tracing::warn!(
                         event_type = meta[i].event_type,
                         topic = &*meta[i].topic,
@@ -953,8 +965,13 @@ impl Writer {
         }
         self.shared.counters.delivered.fetch_add(delivered, Ordering::Relaxed);
         if retry.is_empty() {
+            self.backoff.reset();
             Attempt::Done
         } else {
+            // Refused again: the delay keeps growing until Redis accepts.
+            if reconnect {
+                self.drop_connection();
+            }
             let delay = self.backoff.next_delay();
             self.sleep(delay).await;
             Attempt::Retry {
@@ -1014,6 +1031,12 @@ impl Writer {
         self.conn = None;
         let delay = self.backoff.next_delay();
         self.sleep(delay).await;
+    }
+
+    /// Drops a working connection, to make a new one.
+    fn drop_connection(&mut self) {
+        self.conn = None;
+        self.conn_id = None;
     }
 
     /// Closes the dropped connections that may still hold commands: once Redis killed a
