@@ -665,3 +665,50 @@ async fn commands_held_on_a_timed_out_connection_are_not_applied_after_the_resen
     );
     p.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// Between a batch whose replies were lost and the check after the reconnect, another
+/// producer writes 2000 entries to the same stream (more than the batch's count plus
+/// `DEDUP_MARGIN`): the check must still find the batch's entries, so none is written twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedup_check_finds_entries_behind_what_others_wrote_since() {
+    redis_support::init_tracing();
+    let server = PrivateRedis::start(&["--enable-debug-command", "yes"]);
+    let url = server.url();
+    let stream = unique("dedup-deep");
+    let mut conn = connect(&url);
+    let mut c = sleepy_config(&url);
+    // The reconnect (and so the check) comes 1 s after the timeout: after the server woke.
+    c.reconnect_min_delay = Duration::from_secs(1);
+    c.reconnect_max_delay = Duration::from_secs(1);
+    let p = RedisProducer::start(c).unwrap();
+    p.produce(record(&stream, 0)).unwrap();
+    p.flush(Duration::from_secs(5)).await.unwrap();
+    let sleeper = redis_support::debug_sleep(&url, 1.5);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 1..4 {
+        p.produce(record(&stream, i)).unwrap();
+    }
+    // Once the server wakes (and applies the batch), another producer writes 2000 entries.
+    let other = {
+        let url = url.clone();
+        let stream = stream.clone();
+        std::thread::spawn(move || {
+            sleeper.join().unwrap();
+            let mut conn = connect(&url);
+            let mut pipe = redis::pipe();
+            for i in 0..2000 {
+                pipe.cmd("XADD").arg(&stream).arg("*").arg("other").arg(i).ignore();
+            }
+            let _: () = pipe.query(&mut conn).unwrap();
+        })
+    };
+    let result = p.flush(Duration::from_secs(10)).await;
+    tokio::task::spawn_blocking(move || other.join().unwrap())
+        .await
+        .unwrap();
+    assert!(result.is_ok(), "{result:?}");
+    let entries = read_stream(&mut conn, &stream);
+    let ours: Vec<_> = entries.into_iter().filter(|e| e.get("event_data").is_some()).collect();
+    assert_eq!(indexes(&ours), [0, 1, 2, 3], "each event once: {:?}", p.stats());
+    p.shutdown(Duration::from_secs(5)).await.unwrap();
+}

@@ -31,13 +31,16 @@
 //! # When the connection drops
 //!
 //! The task waits for the replies of every batch in flight, reconnects with exponential
-//! backoff and sends the failed batches again, in order. Redis may have applied part of a pipeline whose replies were lost, so after a
-//! reconnect the task first reads the newest entries of each stream of the batch
-//! (`XREVRANGE`, the batch's count plus [`DEDUP_MARGIN`]) and drops from the retry
-//! every event whose `id` is already there. An event is written twice only in this
-//! corner: its entry was applied, then pushed out of that window before the check (more
-//! than [`DEDUP_MARGIN`] entries written to the stream by others meanwhile, or trimmed
-//! by `MAXLEN`). Delivery is therefore at least once, and exactly once otherwise.
+//! backoff and sends the failed batches again, in order. Redis may have applied part of
+//! a pipeline whose replies were lost, so after a reconnect the task first reads each
+//! stream of the batch back from its newest entry to the time the batch was first sent
+//! (by the server's clock, less [`DEDUP_TIME_MARGIN`]; `XREVRANGE` pages), whatever the
+//! other batch in flight or other producers wrote to it meanwhile, and drops from the
+//! retry every event whose `id` is already there. An event is written twice only in
+//! these corners: its entry was trimmed by `MAXLEN` before the check, more than
+//! [`DEDUP_SCAN_LIMIT`] entries were written to its stream since it was sent, or the
+//! user may not run `TIME` (then only the batch's count plus [`DEDUP_MARGIN`] newest
+//! entries are read). Delivery is therefore at least once, and exactly once otherwise.
 //!
 //! Before that check the task closes the dropped connection on the server (`CLIENT KILL
 //! ID`): Redis may still hold commands of a connection whose replies timed out (writes
@@ -110,8 +113,13 @@ pub const DEFAULT_BUFFER_FULL_WAIT: Duration = Duration::from_millis(1000);
 /// Default number of events per pipeline.
 pub const DEFAULT_BATCH_SIZE: usize = 1000;
 /// Entries read beyond a batch's own count when checking, after a reconnect, which of its
-/// events Redis already applied.
+/// events Redis already applied, when the server's `TIME` is not available (otherwise the
+/// check reads back to the time the batch was first sent).
 pub const DEDUP_MARGIN: usize = 1000;
+/// Margin of the check of what is already written, before the time a batch was first sent.
+pub const DEDUP_TIME_MARGIN: Duration = Duration::from_secs(2);
+/// Most entries of one stream that the check of what is already written reads.
+pub const DEDUP_SCAN_LIMIT: usize = 200_000;
 
 /// How the Redis producer connects and buffers.
 #[derive(Clone)]
@@ -707,6 +715,8 @@ type Replies = Result<Vec<Value>, RedisError>;
 
 /// A batch sent and not answered yet.
 struct InFlight {
+    /// When it was sent.
+    sent: tokio::time::Instant,
     pipe: Arc<Pipeline>,
     meta: Vec<Meta>,
     reply: futures::future::BoxFuture<'static, Replies>,
@@ -770,13 +780,18 @@ impl Writer {
                             if let std::task::Poll::Ready(r) = futures::poll!(reply.as_mut()) {
                                 reply = Box::pin(std::future::ready(r));
                             }
-                            inflight.push_back(InFlight { pipe, meta, reply });
+                            inflight.push_back(InFlight {
+                                sent: tokio::time::Instant::now(),
+                                pipe,
+                                meta,
+                                reply,
+                            });
                         }
                         // No connection: nothing is in flight (a failure waits for all of
                         // them); connect, then send this batch alone.
                         None => {
                             let todo = (0..meta.len()).collect();
-                            self.deliver(&pipe, &meta, todo, false).await;
+                            self.deliver(&pipe, &meta, todo, false, tokio::time::Instant::now()).await;
                         }
                     }
                 }
@@ -785,7 +800,7 @@ impl Writer {
         }
         while let Some(done) = inflight.pop_front() {
             let reply = done.reply.await;
-            self.finish_one(done.pipe, done.meta, reply).await;
+            self.finish_one(done.sent, done.pipe, done.meta, reply).await;
         }
         // Stopped (shutdown timed out) or every sender gone: fail what is left.
         rx.close();
@@ -804,27 +819,27 @@ impl Writer {
     /// batches behind it are awaited too, then every failed one is sent again, in order.
     async fn finish(&mut self, done: InFlight, reply: Replies, inflight: &mut std::collections::VecDeque<InFlight>) {
         if reply_ok(&reply, done.meta.len()) {
-            self.finish_one(done.pipe, done.meta, reply).await;
+            self.finish_one(done.sent, done.pipe, done.meta, reply).await;
             return;
         }
-        let mut failed = vec![(done.pipe, done.meta, reply)];
+        let mut failed = vec![(done.sent, done.pipe, done.meta, reply)];
         while let Some(next) = inflight.pop_front() {
             let reply = next.reply.await;
             if reply_ok(&reply, next.meta.len()) {
                 // Answered although an earlier batch was not (its replies timed out): the
                 // earlier batch's missing events will land after these.
-                self.finish_one(next.pipe, next.meta, reply).await;
+                self.finish_one(next.sent, next.pipe, next.meta, reply).await;
             } else {
-                failed.push((next.pipe, next.meta, reply));
+                failed.push((next.sent, next.pipe, next.meta, reply));
             }
         }
-        for (pipe, meta, reply) in failed {
-            self.finish_one(pipe, meta, reply).await;
+        for (sent, pipe, meta, reply) in failed {
+            self.finish_one(sent, pipe, meta, reply).await;
         }
     }
 
     /// Handles one batch's replies; resends what must be, then completes the batch.
-    async fn finish_one(&mut self, pipe: Arc<Pipeline>, meta: Vec<Meta>, reply: Replies) {
+    async fn finish_one(&mut self, sent: tokio::time::Instant, pipe: Arc<Pipeline>, meta: Vec<Meta>, reply: Replies) {
         let todo: Vec<usize> = (0..meta.len()).collect();
         match self.check_replies(&meta, &todo, reply).await {
             Attempt::Done => self.shared.complete(meta.iter().map(|m| m.seq)),
@@ -833,7 +848,7 @@ impl Writer {
                     .counters
                     .retried
                     .fetch_add(indexes.len() as u64, Ordering::Relaxed);
-                self.deliver(&pipe, &meta, indexes, uncertain).await;
+                self.deliver(&pipe, &meta, indexes, uncertain, sent).await;
             }
         }
     }
@@ -855,8 +870,16 @@ impl Writer {
 
     /// Sends the events `todo` of a batch (one command per event of `meta`) until each is
     /// delivered or failed, then completes the whole batch. `uncertain`: a previous attempt
-    /// may have been applied in part, so check the streams before sending again.
-    async fn deliver(&mut self, pipe: &Pipeline, meta: &[Meta], mut todo: Vec<usize>, mut uncertain: bool) {
+    /// may have been applied in part, so check the streams before sending again. `sent`:
+    /// when the batch was first sent (or earlier).
+    async fn deliver(
+        &mut self,
+        pipe: &Pipeline,
+        meta: &[Meta],
+        mut todo: Vec<usize>,
+        mut uncertain: bool,
+        sent: tokio::time::Instant,
+    ) {
         loop {
             if self.stopped() {
                 for &i in &todo {
@@ -869,7 +892,7 @@ impl Writer {
             };
             if uncertain {
                 self.close_stale(&mut conn).await;
-                match already_written(&mut conn, meta, &todo).await {
+                match already_written(&mut conn, meta, &todo, sent).await {
                     Ok(written) => {
                         if !written.is_empty() {
                             let n = written.len() as u64;
@@ -1076,55 +1099,105 @@ fn reply_ok(reply: &Replies, n: usize) -> bool {
     matches!(reply, Ok(r) if r.len() == n)
 }
 
-/// Which of the events `todo` are already in their streams (compared by event id),
-/// reading each stream's newest entries.
+/// Which of the events `todo` are already in their streams (compared by event id).
+///
+/// Every entry a batch wrote has an id (a server time in ms) at least the server time
+/// when the batch was first sent, `sent`: that is, the server's `TIME` now less the time
+/// elapsed since `sent` (measured here, so the clocks need not agree) and
+/// [`DEDUP_TIME_MARGIN`]. Each stream is read from its newest entry back to that time (at
+/// most [`DEDUP_SCAN_LIMIT`] entries), however many entries the batch in flight behind
+/// this one or other producers wrote meanwhile. Without `TIME` (a restricted user), the
+/// newest entries are read instead: the batch's count plus [`DEDUP_MARGIN`].
 async fn already_written(
     conn: &mut MultiplexedConnection,
     meta: &[Meta],
     todo: &[usize],
+    sent: tokio::time::Instant,
 ) -> Result<HashSet<usize>, RedisError> {
-    let mut per_topic: HashMap<&str, usize> = HashMap::new();
+    let mut per_topic: HashMap<&str, HashSet<uuid::Uuid>> = HashMap::new();
     for &i in todo {
-        *per_topic.entry(&*meta[i].topic).or_default() += 1;
+        per_topic.entry(&*meta[i].topic).or_default().insert(meta[i].event_id);
     }
+    let time: Result<(u64, u64), RedisError> = ::redis::cmd("TIME").query_async(conn).await;
+    let oldest_ms = match time {
+        Ok((secs, micros)) => {
+            let back = sent.elapsed() + DEDUP_TIME_MARGIN;
+            Some((secs * 1000 + micros / 1000).saturating_sub(back.as_millis() as u64))
+        }
+        Err(e) if e.code().is_some_and(is_transient_server_error) => return Err(e),
+        Err(e) if e.code().is_some() => {
+            tracing::warn!(error = %e, "TIME refused; checking only the newest entries of each stream");
+            None
+        }
+        Err(e) => return Err(e),
+    };
     let mut seen: HashSet<(String, uuid::Uuid)> = HashSet::new();
-    for (topic, count) in per_topic {
-        let entries: Result<Value, RedisError> = ::redis::cmd("XREVRANGE")
-            .arg(topic)
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(count + DEDUP_MARGIN)
-            .query_async(conn)
-            .await;
-        let entries = match entries {
-            Ok(entries) => entries,
-            // Refused for now (LOADING, BUSY...): the check is tried again after a delay.
-            Err(e) if e.code().is_some_and(is_transient_server_error) => return Err(e),
-            // Refused for good for this key (WRONGTYPE: not a stream; NOPERM: no right to
-            // read it): its events are sent again, and each XADD's reply decides (a
-            // refused one fails that event only; an accepted one may be a second copy).
-            Err(e) if e.code().is_some() => {
+    for (topic, wanted) in per_topic {
+        let page = match oldest_ms {
+            Some(_) => 1000,
+            None => wanted.len() + DEDUP_MARGIN,
+        };
+        let mut end = "+".to_owned();
+        let mut scanned = 0usize;
+        let mut found = 0usize;
+        loop {
+            let entries: Result<Value, RedisError> = ::redis::cmd("XREVRANGE")
+                .arg(topic)
+                .arg(&end)
+                .arg("-")
+                .arg("COUNT")
+                .arg(page)
+                .query_async(conn)
+                .await;
+            let entries = match entries {
+                Ok(entries) => stream_entries(entries),
+                // Refused for now (LOADING, BUSY...): the check is tried again after a delay.
+                Err(e) if e.code().is_some_and(is_transient_server_error) => return Err(e),
+                // Refused for good for this key (WRONGTYPE: not a stream; NOPERM: no right to
+                // read it): its events are sent again, and each XADD's reply decides (a
+                // refused one fails that event only; an accepted one may be a second copy).
+                Err(e) if e.code().is_some() => {
+                    tracing::warn!(
+                        topic,
+                        error = %e,
+                        events = wanted.len(),
+                        "cannot check which events were already written; sending them again"
+                    );
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
+            let mut older = false;
+            for entry in &entries {
+                if let (Some(oldest), Some(ms)) = (oldest_ms, entry_ms(&entry.id)) {
+                    older |= ms < oldest;
+                }
+                let id = entry
+                    .fields
+                    .iter()
+                    .find(|(k, _)| k == b"id")
+                    .and_then(|(_, v)| std::str::from_utf8(v).ok())
+                    .and_then(|v| uuid::Uuid::parse_str(v).ok());
+                if let Some(id) = id.filter(|id| wanted.contains(id)) {
+                    if seen.insert((topic.to_owned(), id)) {
+                        found += 1;
+                    }
+                }
+            }
+            scanned += entries.len();
+            let Some(last) = entries.last() else { break };
+            if oldest_ms.is_none() || older || entries.len() < page || found == wanted.len() {
+                break;
+            }
+            if scanned >= DEDUP_SCAN_LIMIT {
                 tracing::warn!(
                     topic,
-                    error = %e,
-                    events = count,
-                    "cannot check which events were already written; sending them again"
+                    scanned,
+                    "stopped checking which events were already written; the rest is sent again"
                 );
-                continue;
+                break;
             }
-            Err(e) => return Err(e),
-        };
-        for entry in stream_entries(entries) {
-            let id = entry
-                .fields
-                .iter()
-                .find(|(k, _)| k == b"id")
-                .and_then(|(_, v)| std::str::from_utf8(v).ok())
-                .and_then(|v| uuid::Uuid::parse_str(v).ok());
-            if let Some(id) = id {
-                seen.insert((topic.to_owned(), id));
-            }
+            end = format!("({}", last.id);
         }
     }
     Ok(todo
@@ -1132,6 +1205,11 @@ async fn already_written(
         .copied()
         .filter(|&i| seen.contains(&(meta[i].topic.to_string(), meta[i].event_id)))
         .collect())
+}
+
+/// The time part (ms) of a stream entry id `ms-seq`.
+fn entry_ms(id: &str) -> Option<u64> {
+    id.split_once('-').map_or(id, |(ms, _)| ms).parse().ok()
 }
 
 /// One stream entry as Redis returns it.
