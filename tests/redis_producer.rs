@@ -712,3 +712,77 @@ async fn dedup_check_finds_entries_behind_what_others_wrote_since() {
     assert_eq!(indexes(&ours), [0, 1, 2, 3], "each event once: {:?}", p.stats());
     p.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// Shutdown's timeout expires while the server sleeps; the events in flight are answered
+/// during the grace the task gets to stop: shutdown reports what became of them (all
+/// delivered: Ok), not a Timeout computed before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_reports_events_delivered_after_its_timeout_as_delivered() {
+    redis_support::init_tracing();
+    let server = PrivateRedis::start(&["--enable-debug-command", "yes"]);
+    let url = server.url();
+    let stream = unique("late-ok");
+    let mut conn = connect(&url);
+    let p = RedisProducer::start(config(&url)).unwrap();
+    p.produce(record(&stream, 0)).unwrap();
+    p.flush(Duration::from_secs(5)).await.unwrap();
+    let sleeper = redis_support::debug_sleep(&url, 1.0);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 1..4 {
+        p.produce(record(&stream, i)).unwrap();
+    }
+    let result = p.shutdown(Duration::from_millis(300)).await;
+    tokio::task::spawn_blocking(move || sleeper.join().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(xlen(&mut conn, &stream), 4, "{:?}", p.stats());
+    assert!(result.is_ok(), "every event was delivered: {result:?} {:?}", p.stats());
+}
+
+/// Threads produce while shutdown runs: every `produce` that returned Ok is in the stream
+/// when shutdown returns Ok (none slips past the flush and is failed afterwards).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_racing_shutdown_is_delivered_or_refused() {
+    let url = url();
+    for round in 0..20 {
+        let stream = unique("race");
+        let _cleanup = Cleanup::new(&url, &[&stream]);
+        let mut c = config(&url);
+        c.stream_max_len = 0;
+        // A small buffer: producers often wait for a slot while shutdown flushes.
+        c.buffer_capacity = 4;
+        c.buffer_full_wait = Duration::from_secs(10);
+        let p = Arc::new(RedisProducer::start(c).unwrap());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let p = p.clone();
+                let stream = stream.clone();
+                std::thread::spawn(move || {
+                    let mut ok = 0usize;
+                    for i in 0.. {
+                        match p.produce(record(&stream, i)) {
+                            Ok(()) => ok += 1,
+                            Err(ProduceError::Closed) => break,
+                            Err(e) => panic!("{e:?}"),
+                        }
+                    }
+                    ok
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let result = p.shutdown(Duration::from_secs(10)).await;
+        let ok: usize = tokio::task::spawn_blocking(move || threads.into_iter().map(|t| t.join().unwrap()).sum())
+            .await
+            .unwrap();
+        let mut conn = connect(&url);
+        let len = xlen(&mut conn, &stream);
+        assert!(result.is_ok(), "round {round}: {result:?}");
+        assert_eq!(
+            len,
+            ok,
+            "round {round}: produce returned Ok {ok} times; {:?}",
+            p.stats()
+        );
+    }
+}

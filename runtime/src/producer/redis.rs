@@ -74,7 +74,10 @@
 //! accepted later (a second batch answered while the first is being retried) do not
 //! stand in for them. [`Producer::shutdown`] refuses new events,
 //! flushes, then stops the task; events still pending when its timeout expires are
-//! reported failed and counted.
+//! reported failed and counted. Its result says what became of the events once the task
+//! stopped: an event answered during the grace the task gets to stop (at least a second)
+//! counts as delivered, and a `produce` racing the shutdown either returns
+//! [`ProduceError::Closed`] or is covered by the shutdown's flush.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -421,6 +424,9 @@ pub struct RedisProducer {
     shared: Arc<Shared>,
     tx: mpsc::UnboundedSender<Queued>,
     closed: AtomicBool,
+    /// Calls of `produce` in progress (shutdown waits for them: each is then accepted,
+    /// and flushed, or refused).
+    active: AtomicU64,
     handle: Handle,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     config: RedisProducerConfig,
@@ -483,6 +489,7 @@ impl RedisProducer {
             shared,
             tx,
             closed: AtomicBool::new(false),
+            active: AtomicU64::new(0),
             handle,
             task: std::sync::Mutex::new(Some(task)),
             config,
@@ -627,7 +634,18 @@ impl Producer for RedisProducer {
     }
 
     fn produce(&self, record: ProducerRecord) -> Result<(), ProduceError> {
-        if self.closed.load(Ordering::Acquire) {
+        // Counted in progress before looking at `closed` (and shutdown sets `closed` before
+        // waiting for none in progress; both SeqCst): a produce that finds the producer
+        // open is covered by shutdown's flush.
+        self.active.fetch_add(1, Ordering::SeqCst);
+        struct Done<'a>(&'a AtomicU64);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let _done = Done(&self.active);
+        if self.closed.load(Ordering::SeqCst) {
             return Err(ProduceError::Closed);
         }
         let cmd = Self::xadd_command(&record, self.config.stream_max_len)?;
@@ -660,10 +678,19 @@ impl Producer for RedisProducer {
 
     fn shutdown(&self, timeout: Duration) -> BoxFuture<'_, Result<(), ProduceError>> {
         Box::pin(async move {
-            self.closed.store(true, Ordering::Release);
+            self.closed.store(true, Ordering::SeqCst);
             let started = tokio::time::Instant::now();
-            let result = self.flush_inner(timeout).await;
-            // Whatever is still pending now is failed by the task as it stops.
+            // The produces that found the producer open finish taking their number (or
+            // fail); later ones see it closed.
+            while self.active.load(Ordering::SeqCst) > 0 && started.elapsed() < timeout {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let target = self.shared.next_seq.load(Ordering::SeqCst);
+            let waited = self
+                .wait_completed(target, timeout.saturating_sub(started.elapsed()))
+                .await;
+            // Whatever is still pending now is failed by the task as it stops; what is in
+            // flight is still answered meanwhile.
             self.shared.stop.send_replace(true);
             let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some(task) = task {
@@ -672,6 +699,22 @@ impl Producer for RedisProducer {
                     tracing::warn!("redis producer task did not stop in time");
                 }
             }
+            // What became of the events, now that the task stopped: an event delivered
+            // after the timeout is delivered.
+            let failed_now = self.shared.counters.failed.load(Ordering::Acquire);
+            let failed = failed_now.saturating_sub(self.failed_reported.swap(failed_now, Ordering::AcqRel));
+            let pending = self.shared.pending_below(target);
+            let result = match waited {
+                Ok(()) if failed > 0 => Err(ProduceError::Failed { failed }),
+                Ok(()) => Ok(()),
+                // Not delivered in time: failed by the stop (or refused), or still pending.
+                Err(ProduceError::Timeout { .. }) if failed + pending > 0 => Err(ProduceError::Timeout {
+                    pending: (failed + pending) as usize,
+                    waited: timeout,
+                }),
+                Err(ProduceError::Timeout { .. }) => Ok(()),
+                Err(e) => Err(e),
+            };
             let stats = self.stats();
             tracing::info!(
                 delivered = stats.delivered,
