@@ -792,7 +792,10 @@ impl Writer {
         let mut inflight: std::collections::VecDeque<InFlight> = std::collections::VecDeque::new();
         let mut stop = self.stop.clone();
         loop {
-            let can_send = inflight.len() < PIPELINE_DEPTH;
+            // Without a connection (dropped on READONLY while a batch is still in flight)
+            // nothing new goes out before that batch is answered: a new connection could
+            // overtake it.
+            let can_send = inflight.len() < PIPELINE_DEPTH && (self.conn.is_some() || inflight.is_empty());
             tokio::select! {
                 biased;
                 reply = async { inflight.front_mut().expect("checked").reply.as_mut().await }, if !inflight.is_empty() => {
