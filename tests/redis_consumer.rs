@@ -892,3 +892,50 @@ async fn messages_read_but_not_started_spend_no_retry() {
     );
     assert_eq!(pending_count(&mut conn, &stream, &group), 0);
 }
+
+/// Replicas of a service start with the same `reset_to` (replay from the beginning), one
+/// after the other: with `reset_once` only the first moves the group, so the messages are
+/// handled once, not once per replica. Without it every start replays (a one-off tool).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_once_is_applied_by_the_first_replica_only() {
+    redis_support::init_tracing();
+    let url = url();
+    let stream = unique("reset-once");
+    let mut cleanup = Cleanup::new(&url, &[&stream]);
+    let group = unique("g");
+    produce_xblocks(&url, &stream, 0..5).await;
+    let seen = record_received::<XBlockPublished>();
+    // The group exists and has read everything.
+    let mut o = options();
+    o.max_count = Some(5);
+    let consumer = RedisConsumer::new(&url, &stream, &group, "c0", o).unwrap();
+    cleanup.add(consumer.dead_letter_stream());
+    cleanup.add(&consumer.reset_marker_key());
+    consumer.run(never()).await.unwrap();
+    seen.lock().unwrap().clear();
+    let replica = |name: &str| {
+        let mut o = options();
+        o.reset_to = Some(StartPosition::Beginning);
+        o.reset_once = true;
+        RedisConsumer::new(&url, &stream, &group, name, o)
+            .unwrap()
+            .run(tokio::time::sleep(Duration::from_millis(700)))
+    };
+    let first = replica("r1").await.unwrap();
+    assert_eq!(first.succeeded, 5, "the first replica replays: {first:?}");
+    let second = replica("r2").await.unwrap();
+    assert_eq!(
+        second.received, 0,
+        "the second replica must not replay again: {second:?}"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 5);
+    // Without reset_once, each start replays.
+    let mut o = options();
+    o.reset_to = Some(StartPosition::Beginning);
+    let third = RedisConsumer::new(&url, &stream, &group, "r3", o)
+        .unwrap()
+        .run(tokio::time::sleep(Duration::from_millis(700)))
+        .await
+        .unwrap();
+    assert_eq!(third.succeeded, 5, "{third:?}");
+}

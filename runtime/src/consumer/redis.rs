@@ -107,7 +107,18 @@ pub struct RedisConsumerOptions {
     /// Where a group that does not exist yet starts (default: the beginning of the stream).
     pub start: StartPosition,
     /// Moves an existing group to this position at start (replay or skip).
+    ///
+    /// Every consumer that starts with it applies it, so N replicas of a service (or one
+    /// restarting later) would each move the group back; set [`Self::reset_once`] for a
+    /// service.
     pub reset_to: Option<StartPosition>,
+    /// Applies [`Self::reset_to`] once per group and position: the first consumer that
+    /// starts with it moves the group (or creates it) and records the position in the key
+    /// [`RedisConsumer::reset_marker_key`], in the same Lua script; the others starting
+    /// with the same position (replicas, restarts) leave the group where it is. To replay
+    /// from the same position again, delete that key. (Default `false`: every start
+    /// applies it, as a one-off tool wants.)
+    pub reset_once: bool,
     /// Stop after this many messages were completed (acknowledged: handled or dead-lettered).
     pub max_count: Option<u64>,
     /// How long one `XREADGROUP` waits for new messages (also the longest delay before a
@@ -133,6 +144,7 @@ impl Default for RedisConsumerOptions {
             common: ConsumerOptions::default(),
             start: StartPosition::Beginning,
             reset_to: None,
+            reset_once: false,
             max_count: None,
             block: Duration::from_secs(1),
             dead_letter_max_len: None,
@@ -257,6 +269,12 @@ impl RedisConsumer {
     /// The dead-letter stream of this consumer.
     pub fn dead_letter_stream(&self) -> &str {
         &self.dead_letter
+    }
+
+    /// The key where [`RedisConsumerOptions::reset_once`] records the position the group
+    /// was last moved to: `{topic}:oev-reset:{group}`.
+    pub fn reset_marker_key(&self) -> String {
+        format!("{}:oev-reset:{}", self.topic, self.group)
     }
 
     /// Consumes until `shutdown` completes, `max_count` messages are completed, or too many
@@ -493,9 +511,30 @@ impl Run<'_> {
         match created {
             Ok(_) => {
                 tracing::info!(topic = %self.c.topic, group = %self.c.group, start = o.start.as_arg(), "consumer group created");
+                if let (Some(pos), true) = (&o.reset_to, o.reset_once) {
+                    // A new group needs no move: the replicas starting next must not move it.
+                    let _: Value = ::redis::cmd("SET")
+                        .arg(self.c.reset_marker_key())
+                        .arg(pos.as_arg())
+                        .query_async(conn)
+                        .await?;
+                }
             }
             Err(e) if e.code() == Some("BUSYGROUP") => {
-                if let Some(pos) = &o.reset_to {
+                if let (Some(pos), true) = (&o.reset_to, o.reset_once) {
+                    let moved: i64 = RESET_ONCE_SCRIPT
+                        .key(&self.c.topic)
+                        .key(self.c.reset_marker_key())
+                        .arg(&self.c.group)
+                        .arg(pos.as_arg())
+                        .invoke_async(conn)
+                        .await?;
+                    if moved == 1 {
+                        tracing::info!(topic = %self.c.topic, group = %self.c.group, position = pos.as_arg(), "consumer group moved");
+                    } else {
+                        tracing::info!(topic = %self.c.topic, group = %self.c.group, position = pos.as_arg(), "consumer group already moved there once; left where it is");
+                    }
+                } else if let Some(pos) = &o.reset_to {
                     let _: Value = ::redis::cmd("XGROUP")
                         .arg("SETID")
                         .arg(&self.c.topic)
@@ -911,6 +950,19 @@ for i = 4, #ARGV - 1, 2 do
   end
 end
 return n
+",
+    )
+});
+
+/// Moves group `ARGV[1]` of stream `KEYS[1]` to `ARGV[2]` unless the marker `KEYS[2]`
+/// says it was moved there already, then records it; 1 when moved.
+static RESET_ONCE_SCRIPT: std::sync::LazyLock<::redis::Script> = std::sync::LazyLock::new(|| {
+    ::redis::Script::new(
+        r"
+if redis.call('GET', KEYS[2]) == ARGV[2] then return 0 end
+redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[2])
+return 1
 ",
     )
 });
