@@ -673,3 +673,269 @@ async fn consumer_sets_its_group_up_again_when_the_stream_is_deleted() {
     let order: Vec<usize> = seen.lock().unwrap().iter().map(|(_, d, _)| index_of(d)).collect();
     assert_eq!(order, [0, 1, 2, 3, 4, 5]);
 }
+
+/// The dead-letter key is not a stream, so writing the dead letter fails (WRONGTYPE):
+/// the original must stay pending (not acknowledged, not lost), and be dead-lettered
+/// once the dead-letter stream can be written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_dead_letter_write_leaves_the_message_pending() {
+    redis_support::init_tracing();
+    let url = url();
+    let stream = unique("dlq-fails");
+    let mut cleanup = Cleanup::new(&url, &[&stream]);
+    let mut conn = connect(&url);
+    let _: String = redis::cmd("XADD")
+        .arg(&stream)
+        .arg("*")
+        .arg("type")
+        .arg("org.openedx.nothing.here.v1")
+        .query(&mut conn)
+        .unwrap();
+    let group = unique("g");
+    let mut o = options();
+    o.max_count = Some(1);
+    o.common.max_consecutive_errors = 1000;
+    o.reconnect_min_delay = Duration::from_millis(20);
+    o.reconnect_max_delay = Duration::from_millis(200);
+    let consumer = RedisConsumer::new(&url, &stream, &group, "c1", o).unwrap();
+    let dlq = consumer.dead_letter_stream().to_owned();
+    cleanup.add(&dlq);
+    let _: () = redis::cmd("SET")
+        .arg(&dlq)
+        .arg("not a stream")
+        .query(&mut conn)
+        .unwrap();
+    let run = tokio::spawn(consumer.run(never()));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        pending_count(&mut conn, &stream, &group),
+        1,
+        "the dead letter was not written, so the message must stay pending"
+    );
+    assert!(!run.is_finished(), "the message is not completed: {:?}", run.await);
+    let _: () = redis::cmd("DEL").arg(&dlq).query(&mut conn).unwrap();
+    let stats = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("completes once the dead letter can be written")
+        .unwrap()
+        .unwrap();
+    assert_eq!(stats.dead_lettered, 1, "{stats:?}");
+    assert_eq!(xlen(&mut conn, &dlq), 1);
+    assert_eq!(pending_count(&mut conn, &stream, &group), 0);
+}
+
+/// Two consumers, a receiver of 100 ms, a batch of 10 and a retry delay of 500 ms: the
+/// messages one consumer holds (started or not) must not look idle to the other, so each
+/// is delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_in_hand_are_not_claimed_by_other_consumers() {
+    redis_support::init_tracing();
+    let url = url();
+    let stream = unique("in-hand");
+    let mut cleanup = Cleanup::new(&url, &[&stream]);
+    cleanup.add(&format!("{stream}-dead-letter"));
+    let group = unique("g");
+    let metas = produce_xblocks(&url, &stream, 0..10).await;
+    let deliveries: Arc<Mutex<Vec<uuid::Uuid>>> = Arc::new(Mutex::new(Vec::new()));
+    {
+        let deliveries = deliveries.clone();
+        XBlockPublished::signal().connect_async(move |env: openedx_events::Envelope<XBlockPublished>| {
+            deliveries.lock().unwrap().push(env.metadata.id);
+            tokio::time::sleep(Duration::from_millis(100))
+        });
+    }
+    let start = |name: &str| {
+        let mut o = options();
+        o.common.batch_size = 10;
+        o.common.retry_delay = Duration::from_millis(500);
+        let consumer = RedisConsumer::new(&url, &stream, &group, name, o).unwrap();
+        let deliveries = deliveries.clone();
+        tokio::spawn(consumer.run(async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while deliveries.lock().unwrap().len() < 10 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // Long enough for any wrong claim to show.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }))
+    };
+    let a = start("c1");
+    let b = start("c2");
+    let sa = a.await.unwrap().unwrap();
+    let sb = b.await.unwrap().unwrap();
+    let got = deliveries.lock().unwrap().clone();
+    let distinct: HashSet<uuid::Uuid> = got.iter().copied().collect();
+    assert_eq!(distinct, metas.iter().map(|m| m.id).collect(), "no loss");
+    assert_eq!(
+        got.len(),
+        10,
+        "{} deliveries for 10 messages: c1 {sa:?} c2 {sb:?}",
+        got.len()
+    );
+    let mut conn = connect(&url);
+    assert_eq!(pending_count(&mut conn, &stream, &group), 0);
+}
+
+/// The server refuses the group set-up for now (OOM, then BUSY): the consumer retries
+/// with backoff instead of stopping, and consumes once the server recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporary_server_errors_at_group_setup_are_retried() {
+    redis_support::init_tracing();
+    let server = redis_support::PrivateRedis::start(&["--busy-reply-threshold", "100"]);
+    let url = server.url();
+    let mut conn = connect(&url);
+    let mut o = options();
+    o.max_count = Some(1);
+    o.reconnect_min_delay = Duration::from_millis(20);
+    o.reconnect_max_delay = Duration::from_millis(200);
+
+    // OOM: no write (XGROUP CREATE ... MKSTREAM) is accepted.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(1)
+        .query(&mut conn)
+        .unwrap();
+    let stream = unique("oom");
+    let consumer = RedisConsumer::new(&url, &stream, unique("g"), "c1", o.clone()).unwrap();
+    let run = tokio::spawn(consumer.run(never()));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(!run.is_finished(), "OOM stopped the consumer: {:?}", run.await);
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(0)
+        .query(&mut conn)
+        .unwrap();
+    produce_xblocks(&url, &stream, 0..1).await;
+    let stats = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(stats.succeeded, 1, "{stats:?}");
+
+    // BUSY: a script runs past the busy threshold.
+    let mut busy_conn = connect(&url);
+    let busy = std::thread::spawn(move || {
+        let _: Result<(), _> = redis::cmd("EVAL").arg("while true do end").arg(0).query(&mut busy_conn);
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let stream = unique("busy");
+    let consumer = RedisConsumer::new(&url, &stream, unique("g"), "c1", o).unwrap();
+    let run = tokio::spawn(consumer.run(never()));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let finished = run.is_finished();
+    let _: () = redis::cmd("SCRIPT").arg("KILL").query(&mut conn).unwrap();
+    busy.join().unwrap();
+    assert!(!finished, "BUSY stopped the consumer: {:?}", run.await);
+    produce_xblocks(&url, &stream, 0..1).await;
+    let stats = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(stats.succeeded, 1, "{stats:?}");
+}
+
+/// A consumer stops with messages read but not started: they are handed back and spend
+/// no attempt, so a message that fails once is retried (max_retries 1), not dead-lettered
+/// as if it had failed twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_read_but_not_started_spend_no_retry() {
+    redis_support::init_tracing();
+    let url = url();
+    let stream = unique("not-started");
+    let mut cleanup = Cleanup::new(&url, &[&stream]);
+    let group = unique("g");
+    produce_xblocks(&url, &stream, 0..3).await;
+    let started = Arc::new(tokio::sync::Notify::new());
+    let slow = {
+        let started = started.clone();
+        XBlockPublished::signal().connect_async(move |_env: openedx_events::Envelope<XBlockPublished>| {
+            started.notify_one();
+            tokio::time::sleep(Duration::from_millis(300))
+        })
+    };
+    let consumer = RedisConsumer::new(&url, &stream, &group, "c1", options()).unwrap();
+    let dlq = consumer.dead_letter_stream().to_owned();
+    cleanup.add(&dlq);
+    let s = started.clone();
+    let stats = consumer.run(async move { s.notified().await }).await.unwrap();
+    assert_eq!(stats.succeeded, 1, "{stats:?}");
+    XBlockPublished::signal().disconnect(slow);
+    // Each message fails at its first delivery, then succeeds.
+    let failed_once: Arc<Mutex<HashSet<uuid::Uuid>>> = Arc::default();
+    {
+        let failed_once = failed_once.clone();
+        XBlockPublished::signal().connect(move |env: &openedx_events::Envelope<XBlockPublished>| {
+            if failed_once.lock().unwrap().insert(env.metadata.id) {
+                Err("first try fails".to_owned())
+            } else {
+                Ok(())
+            }
+        });
+    }
+    let mut o = options();
+    o.max_count = Some(2);
+    o.common.max_retries = 1;
+    let consumer = RedisConsumer::new(&url, &stream, &group, "c2", o).unwrap();
+    let stats = tokio::time::timeout(Duration::from_secs(10), consumer.run(never()))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut conn = connect(&url);
+    assert_eq!(
+        (stats.succeeded, stats.dead_lettered, xlen(&mut conn, &dlq)),
+        (2, 0, 0),
+        "messages never started spent a retry: {stats:?}"
+    );
+    assert_eq!(pending_count(&mut conn, &stream, &group), 0);
+}
+
+/// Replicas of a service start with the same `reset_to` (replay from the beginning), one
+/// after the other: with `reset_once` only the first moves the group, so the messages are
+/// handled once, not once per replica. Without it every start replays (a one-off tool).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_once_is_applied_by_the_first_replica_only() {
+    redis_support::init_tracing();
+    let url = url();
+    let stream = unique("reset-once");
+    let mut cleanup = Cleanup::new(&url, &[&stream]);
+    let group = unique("g");
+    produce_xblocks(&url, &stream, 0..5).await;
+    let seen = record_received::<XBlockPublished>();
+    // The group exists and has read everything.
+    let mut o = options();
+    o.max_count = Some(5);
+    let consumer = RedisConsumer::new(&url, &stream, &group, "c0", o).unwrap();
+    cleanup.add(consumer.dead_letter_stream());
+    cleanup.add(&consumer.reset_marker_key());
+    consumer.run(never()).await.unwrap();
+    seen.lock().unwrap().clear();
+    let replica = |name: &str| {
+        let mut o = options();
+        o.reset_to = Some(StartPosition::Beginning);
+        o.reset_once = true;
+        RedisConsumer::new(&url, &stream, &group, name, o)
+            .unwrap()
+            .run(tokio::time::sleep(Duration::from_millis(700)))
+    };
+    let first = replica("r1").await.unwrap();
+    assert_eq!(first.succeeded, 5, "the first replica replays: {first:?}");
+    let second = replica("r2").await.unwrap();
+    assert_eq!(
+        second.received, 0,
+        "the second replica must not replay again: {second:?}"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 5);
+    // Without reset_once, each start replays.
+    let mut o = options();
+    o.reset_to = Some(StartPosition::Beginning);
+    let third = RedisConsumer::new(&url, &stream, &group, "r3", o)
+        .unwrap()
+        .run(tokio::time::sleep(Duration::from_millis(700)))
+        .await
+        .unwrap();
+    assert_eq!(third.succeeded, 5, "{third:?}");
+}

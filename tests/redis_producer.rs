@@ -451,3 +451,338 @@ fn full_buffer_after_the_runtime_is_gone_is_closed() {
     assert!(matches!(p.produce(record(&stream, 1)), Err(ProduceError::Closed)));
     assert!(t.elapsed() < Duration::from_secs(5));
 }
+
+/// A producer on a private server that answers nothing for a while (`DEBUG SLEEP`):
+/// replies of what is sent meanwhile time out, so the retry after the reconnect checks
+/// which events were written.
+fn sleepy_config(url: &str) -> RedisProducerConfig {
+    let mut c = config(url);
+    c.stream_max_len = 0;
+    c.response_timeout = Duration::from_millis(1000);
+    c.connect_timeout = Duration::from_secs(5);
+    c
+}
+
+/// After a reconnect, the check of what is already written meets a key that is not a
+/// stream (WRONGTYPE): only that event fails, the others are delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedup_check_on_a_key_that_is_not_a_stream_fails_only_that_event() {
+    redis_support::init_tracing();
+    let server = PrivateRedis::start(&["--enable-debug-command", "yes"]);
+    let url = server.url();
+    let stream = unique("dedup-ok");
+    let not_a_stream = unique("dedup-string");
+    let mut conn = connect(&url);
+    let _: () = redis::cmd("SET").arg(&not_a_stream).arg("x").query(&mut conn).unwrap();
+    let p = RedisProducer::start(sleepy_config(&url)).unwrap();
+    p.produce(record(&stream, 0)).unwrap();
+    p.flush(Duration::from_secs(5)).await.unwrap();
+    let sleeper = redis_support::debug_sleep(&url, 1.5);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    p.produce(record(&stream, 1)).unwrap();
+    p.produce(record(&not_a_stream, 2)).unwrap();
+    p.produce(record(&stream, 3)).unwrap();
+    let result = p.flush(Duration::from_secs(8)).await;
+    sleeper.join().unwrap();
+    assert!(
+        matches!(result, Err(ProduceError::Failed { failed: 1 })),
+        "{result:?} {:?}",
+        p.stats()
+    );
+    assert_eq!(indexes(&read_stream(&mut conn, &stream)), [0, 1, 3]);
+    p.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// After a reconnect, the check of what is already written is refused (NOPERM: the user
+/// may not XREVRANGE): the events are sent again (at least once), none is stuck or failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedup_check_without_xrevrange_permission_still_delivers() {
+    redis_support::init_tracing();
+    let server = PrivateRedis::start(&[
+        "--enable-debug-command",
+        "yes",
+        "--user",
+        "default",
+        "off",
+        "--user",
+        "alice",
+        "on",
+        ">pw",
+        "~*",
+        "&*",
+        "+@all",
+        "-xrevrange",
+    ]);
+    let url = format!("redis://alice:pw@127.0.0.1:{}/", server.port);
+    let stream = unique("noperm");
+    let mut conn = connect(&url);
+    let p = RedisProducer::start(sleepy_config(&url)).unwrap();
+    p.produce(record(&stream, 0)).unwrap();
+    p.flush(Duration::from_secs(5)).await.unwrap();
+    let sleeper = redis_support::debug_sleep(&url, 1.5);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 1..4 {
+        p.produce(record(&stream, i)).unwrap();
+    }
+    let result = p.flush(Duration::from_secs(8)).await;
+    sleeper.join().unwrap();
+    assert!(result.is_ok(), "{result:?} {:?}", p.stats());
+    let got = indexes(&read_stream(&mut conn, &stream));
+    let mut first = Vec::new();
+    for i in got {
+        if !first.contains(&i) {
+            first.push(i);
+        }
+    }
+    assert_eq!(first, [0, 1, 2, 3], "every event, first copies in order");
+    p.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// The first batch in flight times out and must be retried while the second one is
+/// answered: a flush begun between the two waits for the first batch's event (which Redis
+/// then refuses) instead of counting the second batch's events for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_waits_for_exactly_the_events_accepted_before_it() {
+    redis_support::init_tracing();
+    // alice may read but not write the `ro-*` keys.
+    let server = PrivateRedis::start(&[
+        "--enable-debug-command",
+        "yes",
+        "--user",
+        "default",
+        "off",
+        "--user",
+        "alice",
+        "on",
+        ">pw",
+        "%R~ro-*",
+        "~oev-*",
+        "&*",
+        "+@all",
+    ]);
+    let url = format!("redis://alice:pw@127.0.0.1:{}/", server.port);
+    let stream = unique("flush");
+    let read_only = format!("ro-{}", uuid::Uuid::new_v4().simple());
+    let mut conn = connect(&url);
+    let p = Arc::new(RedisProducer::start(sleepy_config(&url)).unwrap());
+    p.produce(record(&stream, 0)).unwrap();
+    p.flush(Duration::from_secs(5)).await.unwrap();
+    let sleeper = redis_support::debug_sleep(&url, 1.5);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // First batch: one event Redis will refuse (NOPERM), sent while the server sleeps;
+    // its replies time out after 1 s, before the server wakes.
+    p.produce(record(&read_only, 1)).unwrap();
+    let flush = {
+        let p = p.clone();
+        tokio::spawn(async move { p.flush(Duration::from_secs(10)).await })
+    };
+    // Second batch, 700 ms later: answered when the server wakes, within its timeout.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    for i in 2..5 {
+        p.produce(record(&stream, i)).unwrap();
+    }
+    let result = flush.await.unwrap();
+    sleeper.join().unwrap();
+    assert!(
+        matches!(result, Err(ProduceError::Failed { failed: 1 })),
+        "flush must report the refused event accepted before it: {result:?} {:?}",
+        p.stats()
+    );
+    p.flush(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(indexes(&read_stream(&mut conn, &stream)), [0, 2, 3, 4]);
+    p.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// A demoted node answers READONLY: the producer backs off (growing delays) and
+/// reconnects, instead of retrying at the minimum delay on the same connection; once the
+/// node is promoted the event is delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readonly_refusals_back_off_and_reconnect() {
+    redis_support::init_tracing();
+    let master = PrivateRedis::start(&[]);
+    let replica = PrivateRedis::start(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+    let url = replica.url();
+    let stream = unique("readonly");
+    let mut conn = connect(&url);
+    let connections_before: u64 = redis_support::info(&mut conn, "stats")["total_connections_received"]
+        .parse()
+        .unwrap();
+    let mut c = config(&url);
+    c.reconnect_min_delay = Duration::from_millis(10);
+    c.reconnect_max_delay = Duration::from_secs(1);
+    let p = RedisProducer::start(c).unwrap();
+    p.produce(record(&stream, 0)).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let attempts = redis_support::command_attempts(&mut conn, "xadd");
+    let connections: u64 = redis_support::info(&mut conn, "stats")["total_connections_received"]
+        .parse()
+        .unwrap();
+    let reconnections = connections - connections_before;
+    assert!(
+        (2..=20).contains(&attempts),
+        "XADD tried {attempts} times in 3 s: the delay must grow"
+    );
+    assert!(
+        reconnections >= 3,
+        "{reconnections} connections in 3 s: READONLY must reconnect"
+    );
+    let _: () = redis::cmd("REPLICAOF").arg("NO").arg("ONE").query(&mut conn).unwrap();
+    p.flush(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(xlen(&mut conn, &stream), 1);
+    p.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// Redis holds the commands of a connection whose replies time out (writes paused with
+/// `CLIENT PAUSE ... WRITE`, as during a failover): when they are applied after the new
+/// connection checked what is written, the resent events would be written twice. Each
+/// event must land once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_held_on_a_timed_out_connection_are_not_applied_after_the_resend() {
+    redis_support::init_tracing();
+    let server = PrivateRedis::start(&[]);
+    let url = server.url();
+    let stream = unique("held");
+    let mut conn = connect(&url);
+    let p = RedisProducer::start(sleepy_config(&url)).unwrap();
+    p.produce(record(&stream, 0)).unwrap();
+    p.flush(Duration::from_secs(5)).await.unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(2500)
+        .arg("WRITE")
+        .query(&mut conn)
+        .unwrap();
+    for i in 1..4 {
+        p.produce(record(&stream, i)).unwrap();
+    }
+    let result = p.flush(Duration::from_secs(10)).await;
+    assert!(result.is_ok(), "{result:?} {:?}", p.stats());
+    assert_eq!(
+        indexes(&read_stream(&mut conn, &stream)),
+        [0, 1, 2, 3],
+        "{:?}",
+        p.stats()
+    );
+    p.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// Between a batch whose replies were lost and the check after the reconnect, another
+/// producer writes 2000 entries to the same stream (more than the batch's count plus
+/// `DEDUP_MARGIN`): the check must still find the batch's entries, so none is written twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedup_check_finds_entries_behind_what_others_wrote_since() {
+    redis_support::init_tracing();
+    let server = PrivateRedis::start(&["--enable-debug-command", "yes"]);
+    let url = server.url();
+    let stream = unique("dedup-deep");
+    let mut conn = connect(&url);
+    let mut c = sleepy_config(&url);
+    // The reconnect (and so the check) comes 1 s after the timeout: after the server woke.
+    c.reconnect_min_delay = Duration::from_secs(1);
+    c.reconnect_max_delay = Duration::from_secs(1);
+    let p = RedisProducer::start(c).unwrap();
+    p.produce(record(&stream, 0)).unwrap();
+    p.flush(Duration::from_secs(5)).await.unwrap();
+    let sleeper = redis_support::debug_sleep(&url, 1.5);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 1..4 {
+        p.produce(record(&stream, i)).unwrap();
+    }
+    // Once the server wakes (and applies the batch), another producer writes 2000 entries.
+    let other = {
+        let url = url.clone();
+        let stream = stream.clone();
+        std::thread::spawn(move || {
+            sleeper.join().unwrap();
+            let mut conn = connect(&url);
+            let mut pipe = redis::pipe();
+            for i in 0..2000 {
+                pipe.cmd("XADD").arg(&stream).arg("*").arg("other").arg(i).ignore();
+            }
+            let _: () = pipe.query(&mut conn).unwrap();
+        })
+    };
+    let result = p.flush(Duration::from_secs(10)).await;
+    tokio::task::spawn_blocking(move || other.join().unwrap())
+        .await
+        .unwrap();
+    assert!(result.is_ok(), "{result:?}");
+    let entries = read_stream(&mut conn, &stream);
+    let ours: Vec<_> = entries.into_iter().filter(|e| e.get("event_data").is_some()).collect();
+    assert_eq!(indexes(&ours), [0, 1, 2, 3], "each event once: {:?}", p.stats());
+    p.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// Shutdown's timeout expires while the server sleeps; the events in flight are answered
+/// during the grace the task gets to stop: shutdown reports what became of them (all
+/// delivered: Ok), not a Timeout computed before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_reports_events_delivered_after_its_timeout_as_delivered() {
+    redis_support::init_tracing();
+    let server = PrivateRedis::start(&["--enable-debug-command", "yes"]);
+    let url = server.url();
+    let stream = unique("late-ok");
+    let mut conn = connect(&url);
+    let p = RedisProducer::start(config(&url)).unwrap();
+    p.produce(record(&stream, 0)).unwrap();
+    p.flush(Duration::from_secs(5)).await.unwrap();
+    let sleeper = redis_support::debug_sleep(&url, 1.0);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 1..4 {
+        p.produce(record(&stream, i)).unwrap();
+    }
+    let result = p.shutdown(Duration::from_millis(300)).await;
+    tokio::task::spawn_blocking(move || sleeper.join().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(xlen(&mut conn, &stream), 4, "{:?}", p.stats());
+    assert!(result.is_ok(), "every event was delivered: {result:?} {:?}", p.stats());
+}
+
+/// Threads produce while shutdown runs: every `produce` that returned Ok is in the stream
+/// when shutdown returns Ok (none slips past the flush and is failed afterwards).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_racing_shutdown_is_delivered_or_refused() {
+    let url = url();
+    for round in 0..20 {
+        let stream = unique("race");
+        let _cleanup = Cleanup::new(&url, &[&stream]);
+        let mut c = config(&url);
+        c.stream_max_len = 0;
+        // A small buffer: producers often wait for a slot while shutdown flushes.
+        c.buffer_capacity = 4;
+        c.buffer_full_wait = Duration::from_secs(10);
+        let p = Arc::new(RedisProducer::start(c).unwrap());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let p = p.clone();
+                let stream = stream.clone();
+                std::thread::spawn(move || {
+                    let mut ok = 0usize;
+                    for i in 0.. {
+                        match p.produce(record(&stream, i)) {
+                            Ok(()) => ok += 1,
+                            Err(ProduceError::Closed) => break,
+                            Err(e) => panic!("{e:?}"),
+                        }
+                    }
+                    ok
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let result = p.shutdown(Duration::from_secs(10)).await;
+        let ok: usize = tokio::task::spawn_blocking(move || threads.into_iter().map(|t| t.join().unwrap()).sum())
+            .await
+            .unwrap();
+        let mut conn = connect(&url);
+        let len = xlen(&mut conn, &stream);
+        assert!(result.is_ok(), "round {round}: {result:?}");
+        assert_eq!(
+            len,
+            ok,
+            "round {round}: produce returned Ok {ok} times; {:?}",
+            p.stats()
+        );
+    }
+}

@@ -320,3 +320,35 @@ impl Drop for PrivateRedis {
 mod python_support;
 #[allow(unused_imports)] // each test binary uses a part
 pub use python_support::{interop_events, json_lines, metadata_json, python, python_dir, try_python};
+
+/// `INFO section` as `name → value` pairs (`cmdstat_xadd` → `calls=3,usec=...`).
+pub fn info(conn: &mut redis::Connection, section: &str) -> std::collections::HashMap<String, String> {
+    let text: String = redis::cmd("INFO").arg(section).query(conn).unwrap();
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+/// Calls of a command that Redis counted, refused ones included (`INFO commandstats`).
+pub fn command_attempts(conn: &mut redis::Connection, command: &str) -> u64 {
+    let stats = info(conn, "commandstats");
+    let Some(line) = stats.get(&format!("cmdstat_{command}")) else {
+        return 0;
+    };
+    line.split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| matches!(*k, "calls" | "rejected_calls"))
+        .map(|(_, v)| v.parse::<u64>().unwrap())
+        .sum()
+}
+
+/// Blocks the server for `seconds` (`DEBUG SLEEP`, the server needs
+/// `--enable-debug-command yes`) from a thread of its own; join the handle to wait.
+pub fn debug_sleep(url: &str, seconds: f64) -> std::thread::JoinHandle<()> {
+    let url = url.to_owned();
+    let mut conn = connect(&url);
+    std::thread::spawn(move || {
+        let _: () = redis::cmd("DEBUG").arg("SLEEP").arg(seconds).query(&mut conn).unwrap();
+    })
+}

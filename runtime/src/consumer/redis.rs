@@ -14,11 +14,20 @@
 //!   and retries it. After [`ConsumerOptions::max_retries`] retries it is dead-lettered.
 //! - It cannot be decoded, has an unknown type or bad metadata: it is dead-lettered at once.
 //!
+//! While a consumer holds a batch, a task of its own keeps the idle time of the batch's
+//! messages not yet acknowledged (started or not) below a quarter of `retry_delay`, so the
+//! other members never claim a message in hand, however long its receivers take. A
+//! message is claimed by another member only once it was left for a retry, or its
+//! consumer stopped (or lost Redis) for `retry_delay`.
+//!
 //! Dead-lettering writes the message's original fields plus `error`, `original_id`,
 //! `attempts`, `original_stream` and `group` to the dead-letter stream
-//! ([`ConsumerOptions::dead_letter_for`]) and acknowledges the original, in one
-//! `MULTI`/`EXEC` transaction. [`ConsumerOptions::max_consecutive_errors`] failed
-//! messages (or failed reconnections) in a row stop the consumer with an error.
+//! ([`ConsumerOptions::dead_letter_for`]) and acknowledges the original, atomically (one
+//! Lua script that stops at a refused `XADD`): when Redis refuses the dead letter (e.g.
+//! the dead-letter key is not a stream), the original is not acknowledged; it stays
+//! pending and is retried after `retry_delay`, so nothing is lost.
+//! [`ConsumerOptions::max_consecutive_errors`] failed messages (or failed Redis calls)
+//! in a row stop the consumer with an error.
 //!
 //! # Where a group starts
 //!
@@ -26,6 +35,9 @@
 //! not exist; an existing group keeps its position across restarts, so events produced
 //! while consumers were down are read. [`RedisConsumerOptions::reset_to`] moves an
 //! existing group (`XGROUP SETID`), to replay from a message id or skip to the end.
+//! A temporary refusal at set-up (`LOADING`, `BUSY`, `OOM`, `MASTERDOWN`...: a server
+//! restarting with the service) is retried with backoff; a lasting one (`WRONGTYPE`: the
+//! key is not a stream) stops the consumer with [`ConsumeError::Group`].
 //!
 //! Needs Redis 6.2 or later (`XPENDING ... IDLE`, exclusive ranges).
 //!
@@ -33,13 +45,15 @@
 //!
 //! When the shutdown future completes, the consumer finishes the message in hand,
 //! acknowledges what succeeded and returns its [`ConsumeStats`]. Messages it had read
-//! but not started stay pending in the group and are claimed again after
-//! [`ConsumerOptions::retry_delay`] (by this consumer name at its next start, at once).
+//! but not started are handed back: they stay pending in the group with their delivery
+//! count set back (an attempt never started is not counted against
+//! [`ConsumerOptions::max_retries`]) and look idle already, so any member claims them
+//! at once (this consumer name too, at its next start).
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ::redis::aio::MultiplexedConnection;
@@ -47,7 +61,9 @@ use ::redis::{AsyncConnectionConfig, Client, RedisError, Value};
 use tokio::sync::Notify;
 
 use super::{dispatch, parse_metadata, ConsumerOptions, DispatchError, ErrorBudget, RawMetadata, TooManyErrors};
-use crate::producer::redis::{open_client, stream_entries, Backoff, RedisConfigError, StreamEntry};
+use crate::producer::redis::{
+    is_transient_server_error, open_client, stream_entries, Backoff, RedisConfigError, StreamEntry,
+};
 
 /// Where a new group starts reading, or where [`RedisConsumerOptions::reset_to`] moves it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,7 +107,18 @@ pub struct RedisConsumerOptions {
     /// Where a group that does not exist yet starts (default: the beginning of the stream).
     pub start: StartPosition,
     /// Moves an existing group to this position at start (replay or skip).
+    ///
+    /// Every consumer that starts with it applies it, so N replicas of a service (or one
+    /// restarting later) would each move the group back; set [`Self::reset_once`] for a
+    /// service.
     pub reset_to: Option<StartPosition>,
+    /// Applies [`Self::reset_to`] once per group and position: the first consumer that
+    /// starts with it moves the group (or creates it) and records the position in the key
+    /// [`RedisConsumer::reset_marker_key`], in the same Lua script; the others starting
+    /// with the same position (replicas, restarts) leave the group where it is. To replay
+    /// from the same position again, delete that key. (Default `false`: every start
+    /// applies it, as a one-off tool wants.)
+    pub reset_once: bool,
     /// Stop after this many messages were completed (acknowledged: handled or dead-lettered).
     pub max_count: Option<u64>,
     /// How long one `XREADGROUP` waits for new messages (also the longest delay before a
@@ -117,6 +144,7 @@ impl Default for RedisConsumerOptions {
             common: ConsumerOptions::default(),
             start: StartPosition::Beginning,
             reset_to: None,
+            reset_once: false,
             max_count: None,
             block: Duration::from_secs(1),
             dead_letter_max_len: None,
@@ -194,6 +222,9 @@ struct Received {
 enum StepError {
     /// A Redis call failed: the connection is dropped and re-made.
     Lost(RedisError),
+    /// Redis refused a command for now (`LOADING`, `BUSY`, `OOM`...): wait with backoff
+    /// and try again on the same connection.
+    Refused(RedisError),
     /// The consumer must stop.
     Fatal(ConsumeError),
 }
@@ -240,6 +271,12 @@ impl RedisConsumer {
         &self.dead_letter
     }
 
+    /// The key where [`RedisConsumerOptions::reset_once`] records the position the group
+    /// was last moved to: `{topic}:oev-reset:{group}`.
+    pub fn reset_marker_key(&self) -> String {
+        format!("{}:oev-reset:{}", self.topic, self.group)
+    }
+
     /// Consumes until `shutdown` completes, `max_count` messages are completed, or too many
     /// errors in a row.
     pub async fn run<S>(self, shutdown: S) -> Result<ConsumeStats, ConsumeError>
@@ -268,6 +305,7 @@ impl RedisConsumer {
             group_ready: false,
             own_pending_checked: false,
             next_claim: tokio::time::Instant::now(),
+            in_hand: Arc::default(),
         };
         tracing::info!(
             url = %self.url_redacted,
@@ -335,6 +373,8 @@ struct Run<'a> {
     group_ready: bool,
     own_pending_checked: bool,
     next_claim: tokio::time::Instant,
+    /// Ids of the messages in hand (see `process_batch`).
+    in_hand: Arc<Mutex<Vec<String>>>,
 }
 
 impl Run<'_> {
@@ -369,6 +409,17 @@ impl Run<'_> {
                     tracing::warn!(topic = %self.c.topic, group = %self.c.group, error = %e, "consumer group gone; creating it again");
                     self.group_ready = false;
                     self.redis_budget.failure(&e.to_string())?;
+                }
+                Err(StepError::Refused(e)) => {
+                    tracing::warn!(
+                        topic = %self.c.topic,
+                        group = %self.c.group,
+                        error = %e,
+                        "redis refused the consumer for now; retrying"
+                    );
+                    self.redis_budget.failure(&e.to_string())?;
+                    let delay = self.backoff.next_delay();
+                    self.stop.sleep(delay).await;
                 }
                 Err(StepError::Lost(e)) => {
                     tracing::warn!(
@@ -460,9 +511,30 @@ impl Run<'_> {
         match created {
             Ok(_) => {
                 tracing::info!(topic = %self.c.topic, group = %self.c.group, start = o.start.as_arg(), "consumer group created");
+                if let (Some(pos), true) = (&o.reset_to, o.reset_once) {
+                    // A new group needs no move: the replicas starting next must not move it.
+                    let _: Value = ::redis::cmd("SET")
+                        .arg(self.c.reset_marker_key())
+                        .arg(pos.as_arg())
+                        .query_async(conn)
+                        .await?;
+                }
             }
             Err(e) if e.code() == Some("BUSYGROUP") => {
-                if let Some(pos) = &o.reset_to {
+                if let (Some(pos), true) = (&o.reset_to, o.reset_once) {
+                    let moved: i64 = RESET_ONCE_SCRIPT
+                        .key(&self.c.topic)
+                        .key(self.c.reset_marker_key())
+                        .arg(&self.c.group)
+                        .arg(pos.as_arg())
+                        .invoke_async(conn)
+                        .await?;
+                    if moved == 1 {
+                        tracing::info!(topic = %self.c.topic, group = %self.c.group, position = pos.as_arg(), "consumer group moved");
+                    } else {
+                        tracing::info!(topic = %self.c.topic, group = %self.c.group, position = pos.as_arg(), "consumer group already moved there once; left where it is");
+                    }
+                } else if let Some(pos) = &o.reset_to {
                     let _: Value = ::redis::cmd("XGROUP")
                         .arg("SETID")
                         .arg(&self.c.topic)
@@ -473,6 +545,8 @@ impl Run<'_> {
                     tracing::info!(topic = %self.c.topic, group = %self.c.group, position = pos.as_arg(), "consumer group moved");
                 }
             }
+            // The server is loading, busy, out of memory, without its master...: for now.
+            Err(e) if e.code().is_some_and(is_transient_server_error) => return Err(StepError::Refused(e)),
             // A refusal (e.g. WRONGTYPE: the key is not a stream) will not go away.
             Err(e) if e.code().is_some() => {
                 return Err(StepError::Fatal(ConsumeError::Group {
@@ -527,14 +601,14 @@ impl Run<'_> {
             // entry is gone (Redis 7 then drops it from the group; older servers return it
             // without a body, which `handle` acknowledges).
             self.stats.claimed += claimed.len() as u64;
-            for entry in claimed {
-                if self.done() {
-                    break;
-                }
-                let attempts = deliveries.get(&entry.id).copied().unwrap_or(0) + 1;
-                self.process(conn, Received { entry, attempts }).await?;
-            }
-            self.flush_acks(conn).await?;
+            let batch = claimed
+                .into_iter()
+                .map(|entry| {
+                    let attempts = deliveries.get(&entry.id).copied().unwrap_or(0) + 1;
+                    Received { entry, attempts }
+                })
+                .collect();
+            self.process_batch(conn, batch).await?;
             if !full_page {
                 return Ok(());
             }
@@ -557,22 +631,98 @@ impl Run<'_> {
             .query_async(conn)
             .await?;
         self.backoff.reset();
-        for entry in read_reply_entries(reply) {
+        let batch = read_reply_entries(reply)
+            .into_iter()
+            .map(|entry| Received { entry, attempts: 1 })
+            .collect();
+        self.process_batch(conn, batch).await
+    }
+
+    /// Handles a batch of messages delivered to this consumer, in order, then acknowledges
+    /// what succeeded.
+    ///
+    /// Meanwhile a task keeps the messages in hand (every one of the batch not yet
+    /// acknowledged nor left for a retry, started or not) from looking idle to the other
+    /// members, which claim what has been idle for `retry_delay`. When the consumer stops
+    /// in the middle, the messages not started are handed back: their delivery count is
+    /// set back (they spent no attempt) and they may be claimed at once.
+    async fn process_batch(&mut self, conn: &mut MultiplexedConnection, batch: Vec<Received>) -> Step<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        *lock(&self.in_hand) = batch.iter().map(|r| r.entry.id.clone()).collect();
+        let _keeper = AbortOnDrop(tokio::spawn(keep_in_hand(
+            conn.clone(),
+            self.c.topic.clone(),
+            self.c.group.clone(),
+            self.c.consumer.clone(),
+            self.c.options.common.retry_delay,
+            self.in_hand.clone(),
+        )));
+        let result = self.process_in_hand(conn, batch).await;
+        lock(&self.in_hand).clear();
+        result
+    }
+
+    async fn process_in_hand(&mut self, conn: &mut MultiplexedConnection, batch: Vec<Received>) -> Step<()> {
+        let mut batch = batch.into_iter();
+        while let Some(msg) = batch.next() {
             if self.done() {
-                break;
+                let not_started: Vec<Received> = std::iter::once(msg).chain(batch).collect();
+                self.flush_acks(conn).await?;
+                return self.hand_back(conn, &not_started).await;
             }
-            self.process(conn, Received { entry, attempts: 1 }).await?;
+            let id = msg.entry.id.clone();
+            match self.process(conn, msg).await? {
+                Handled::Ack => {}
+                // Left pending: it must look idle, to be retried after `retry_delay`.
+                Handled::Pending => lock(&self.in_hand).retain(|i| *i != id),
+            }
+        }
+        self.flush_acks(conn).await
+    }
+
+    /// Gives messages read but not started back to the group: their delivery count is
+    /// set back to what it was before this consumer took them, and they look idle for
+    /// `retry_delay` already, so any member (this one at its next start) takes them now.
+    async fn hand_back(&mut self, conn: &mut MultiplexedConnection, not_started: &[Received]) -> Step<()> {
+        if not_started.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = HAND_BACK_SCRIPT.key(&self.c.topic);
+        invocation
+            .arg(&self.c.group)
+            .arg(&self.c.consumer)
+            .arg(self.c.options.common.retry_delay.as_millis() as u64);
+        for r in not_started {
+            invocation.arg(&r.entry.id).arg(r.attempts.saturating_sub(1));
+        }
+        let handed: Result<u64, RedisError> = invocation.invoke_async(conn).await;
+        match handed {
+            Ok(n) => tracing::info!(
+                topic = %self.c.topic,
+                group = %self.c.group,
+                messages = n,
+                "messages read but not started handed back to the group"
+            ),
+            // They stay pending (their next delivery counts one attempt more).
+            Err(e) => tracing::warn!(
+                topic = %self.c.topic,
+                group = %self.c.group,
+                error = %e,
+                "cannot hand back the messages not started"
+            ),
         }
         Ok(())
     }
 
-    async fn process(&mut self, conn: &mut MultiplexedConnection, msg: Received) -> Step<()> {
+    async fn process(&mut self, conn: &mut MultiplexedConnection, msg: Received) -> Step<Handled> {
         self.stats.received += 1;
-        match self.handle(conn, msg).await? {
-            Handled::Ack => self.completed += 1,
-            Handled::Pending => {}
+        let handled = self.handle(conn, msg).await?;
+        if let Handled::Ack = handled {
+            self.completed += 1;
         }
-        Ok(())
+        Ok(handled)
     }
 
     /// Handles one message: dispatch, then decide acknowledge / retry / dead letter.
@@ -602,6 +752,7 @@ impl Run<'_> {
             Err(e) => {
                 let error = e.to_string();
                 let give_up = e.is_permanent() || attempts > u64::from(self.c.options.common.max_retries);
+                let mut dead_letter_failed = false;
                 if give_up {
                     tracing::error!(
                         topic = %self.c.topic,
@@ -611,10 +762,13 @@ impl Run<'_> {
                         event_id = %event_id,
                         attempts,
                         error = %error,
-                        "message dead-lettered"
+                        "message goes to dead letters"
                     );
-                    self.dead_letter(conn, &entry, &error, attempts).await?;
-                    self.stats.dead_lettered += 1;
+                    if self.dead_letter(conn, &entry, &error, attempts).await? {
+                        self.stats.dead_lettered += 1;
+                    } else {
+                        dead_letter_failed = true;
+                    }
                 } else {
                     tracing::warn!(
                         topic = %self.c.topic,
@@ -628,38 +782,44 @@ impl Run<'_> {
                     );
                     self.stats.failed_attempts += 1;
                 }
+                let completed = give_up && !dead_letter_failed;
                 if let Err(too_many) = self.budget.failure(&error) {
                     // Keep what is done so far, then stop.
-                    if give_up {
+                    if completed {
                         self.completed += 1;
                     }
                     self.flush_acks(conn).await?;
                     return Err(StepError::Fatal(too_many.into()));
                 }
-                Ok(if give_up { Handled::Ack } else { Handled::Pending })
+                Ok(if completed { Handled::Ack } else { Handled::Pending })
             }
         }
     }
 
-    /// Moves a message to the dead-letter stream and acknowledges it, atomically.
+    /// Moves a message to the dead-letter stream and acknowledges it, atomically: one Lua
+    /// script that stops at a failed `XADD`, so the original is acknowledged only once its
+    /// dead letter is written (Redis does not roll a `MULTI`/`EXEC` back, it would have
+    /// run the `XACK` anyway). Returns whether the dead letter was written; when Redis
+    /// refused it (e.g. `WRONGTYPE`: the dead-letter key is not a stream, `OOM`), the
+    /// message stays pending and is retried after [`ConsumerOptions::retry_delay`].
     async fn dead_letter(
         &mut self,
         conn: &mut MultiplexedConnection,
         entry: &StreamEntry,
         error: &str,
         attempts: u64,
-    ) -> Step<()> {
-        let mut pipe = ::redis::pipe();
-        pipe.atomic();
-        let xadd = pipe.cmd("XADD").arg(&self.c.dead_letter);
+    ) -> Step<bool> {
+        let mut invocation = DEAD_LETTER_SCRIPT.key(&self.c.dead_letter);
+        invocation.key(&self.c.topic).arg(&self.c.group).arg(&entry.id);
         if let Some(n) = self.c.options.dead_letter_max_len {
-            xadd.arg("MAXLEN").arg("~").arg(n);
+            invocation.arg("MAXLEN").arg("~").arg(n);
         }
-        xadd.arg("*");
+        invocation.arg("*");
         for (k, v) in &entry.fields {
-            xadd.arg(&k[..]).arg(&v[..]);
+            invocation.arg(&k[..]).arg(&v[..]);
         }
-        xadd.arg("error")
+        invocation
+            .arg("error")
             .arg(error)
             .arg("original_id")
             .arg(&entry.id)
@@ -668,12 +828,27 @@ impl Run<'_> {
             .arg("original_stream")
             .arg(&self.c.topic)
             .arg("group")
-            .arg(&self.c.group)
-            .ignore();
-        pipe.cmd("XACK").arg(&self.c.topic).arg(&self.c.group).arg(&entry.id);
-        let (acked,): (u64,) = pipe.query_async(conn).await?;
-        self.stats.acked += acked;
-        Ok(())
+            .arg(&self.c.group);
+        let acked: Result<u64, RedisError> = invocation.invoke_async(conn).await;
+        match acked {
+            Ok(acked) => {
+                self.stats.acked += acked;
+                Ok(true)
+            }
+            // Redis refused the dead letter (the XADD): nothing was acknowledged.
+            Err(e) if e.code().is_some() => {
+                tracing::error!(
+                    topic = %self.c.topic,
+                    group = %self.c.group,
+                    dead_letter = %self.c.dead_letter,
+                    message_id = %entry.id,
+                    error = %e,
+                    "cannot write the dead letter; the message stays pending and will be retried"
+                );
+                Ok(false)
+            }
+            Err(e) => Err(StepError::Lost(e)),
+        }
     }
 
     async fn flush_acks(&mut self, conn: &mut MultiplexedConnection) -> Step<()> {
@@ -700,6 +875,113 @@ impl Run<'_> {
         Ok(())
     }
 }
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Keeps the idle time of the messages in hand near zero (a quarter of `retry_delay` at
+/// most), so no other member claims them, until aborted. It runs as a task of its own, so
+/// a receiver that holds its thread does not stop it.
+async fn keep_in_hand(
+    mut conn: MultiplexedConnection,
+    topic: String,
+    group: String,
+    consumer: String,
+    retry_delay: Duration,
+    in_hand: Arc<Mutex<Vec<String>>>,
+) {
+    let every = (retry_delay / 4).max(Duration::from_millis(5));
+    loop {
+        tokio::time::sleep(every).await;
+        let ids = lock(&in_hand).clone();
+        if ids.is_empty() {
+            continue;
+        }
+        let mut invocation = KEEP_IN_HAND_SCRIPT.key(&topic);
+        invocation.arg(&group).arg(&consumer).arg(&ids);
+        let kept: Result<u64, RedisError> = invocation.invoke_async(&mut conn).await;
+        if let Err(e) = kept {
+            tracing::warn!(topic = %topic, group = %group, error = %e, "cannot refresh the messages in hand");
+        }
+    }
+}
+
+/// Resets the idle time of the messages `ARGV[3..]` still pending for consumer `ARGV[2]`
+/// of group `ARGV[1]` on stream `KEYS[1]` (`XCLAIM ... JUSTID` does not count a delivery);
+/// a message another member took meanwhile is left to it.
+static KEEP_IN_HAND_SCRIPT: std::sync::LazyLock<::redis::Script> = std::sync::LazyLock::new(|| {
+    ::redis::Script::new(
+        r"
+local n = 0
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
+  if #p > 0 then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    n = n + 1
+  end
+end
+return n
+",
+    )
+});
+
+/// Hands messages back: for each pair `id, count` after `ARGV[3]` still pending for
+/// consumer `ARGV[2]` of group `ARGV[1]`, sets its delivery count to `count` and its idle
+/// time to `ARGV[3]` ms.
+static HAND_BACK_SCRIPT: std::sync::LazyLock<::redis::Script> = std::sync::LazyLock::new(|| {
+    ::redis::Script::new(
+        r"
+local n = 0
+for i = 4, #ARGV - 1, 2 do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
+  if #p > 0 then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3], 'RETRYCOUNT', ARGV[i + 1], 'JUSTID')
+    n = n + 1
+  end
+end
+return n
+",
+    )
+});
+
+/// Moves group `ARGV[1]` of stream `KEYS[1]` to `ARGV[2]` unless the marker `KEYS[2]`
+/// says it was moved there already, then records it; 1 when moved.
+static RESET_ONCE_SCRIPT: std::sync::LazyLock<::redis::Script> = std::sync::LazyLock::new(|| {
+    ::redis::Script::new(
+        r"
+if redis.call('GET', KEYS[2]) == ARGV[2] then return 0 end
+redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[2])
+return 1
+",
+    )
+});
+
+/// Writes a dead letter and acknowledges the original, or neither.
+///
+/// `KEYS[1]` the dead-letter stream, `KEYS[2]` the stream; `ARGV[1]` the group, `ARGV[2]`
+/// the message id, then the `XADD` arguments after the key. `redis.call` raises on a
+/// refused `XADD`, which ends the script before the `XACK`.
+static DEAD_LETTER_SCRIPT: std::sync::LazyLock<::redis::Script> = std::sync::LazyLock::new(|| {
+    ::redis::Script::new(
+        r"
+local xadd = {}
+for i = 3, #ARGV do xadd[#xadd + 1] = ARGV[i] end
+redis.call('XADD', KEYS[1], unpack(xadd))
+return redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
+",
+    )
+});
 
 /// The metadata fields and `event_data` of a message.
 fn read_fields(fields: &[(Vec<u8>, Vec<u8>)]) -> (RawMetadata, Option<&[u8]>) {

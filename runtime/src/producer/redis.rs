@@ -31,26 +31,53 @@
 //! # When the connection drops
 //!
 //! The task waits for the replies of every batch in flight, reconnects with exponential
-//! backoff and sends the failed batches again, in order. Redis may have applied part of a pipeline whose replies were lost, so after a
-//! reconnect the task first reads the newest entries of each stream of the batch
-//! (`XREVRANGE`, the batch's count plus [`DEDUP_MARGIN`]) and drops from the retry
-//! every event whose `id` is already there. An event is written twice only in this
-//! corner: its entry was applied, then pushed out of that window before the check (more
-//! than [`DEDUP_MARGIN`] entries written to the stream by others meanwhile, or trimmed
-//! by `MAXLEN`). Delivery is therefore at least once, and exactly once otherwise.
+//! backoff and sends the failed batches again, in order. Redis may have applied part of
+//! a pipeline whose replies were lost, so after a reconnect the task first reads each
+//! stream of the batch back from its newest entry to the time the batch was first sent
+//! (by the server's clock, less [`DEDUP_TIME_MARGIN`]; `XREVRANGE` pages), whatever the
+//! other batch in flight or other producers wrote to it meanwhile, and drops from the
+//! retry every event whose `id` is already there. An event is written twice only in
+//! these corners: its entry was trimmed by `MAXLEN` before the check, more than
+//! [`DEDUP_SCAN_LIMIT`] entries were written to its stream since it was sent, or the
+//! user may not run `TIME` (then only the batch's count plus [`DEDUP_MARGIN`] newest
+//! entries are read). Delivery is therefore at least once, and exactly once otherwise.
+//!
+//! Before that check the task closes the dropped connection on the server (`CLIENT KILL
+//! ID`): Redis may still hold commands of a connection whose replies timed out (writes
+//! paused, a slow network), and would otherwise apply them after the check, writing
+//! those events twice. (A user without `CLIENT KILL` permission loses that guarantee;
+//! it is logged.) When Redis refuses the check itself for a stream for good (`WRONGTYPE`:
+//! the key is not a stream; `NOPERM`: the user may not `XREVRANGE` it), that stream's
+//! events are sent again unchecked: the `XADD` replies decide, so a refused event fails
+//! alone and an accepted one may be written twice; a temporary refusal is retried.
 //!
 //! A command that Redis refuses with a transient error (`LOADING`, `BUSY`, `TRYAGAIN`,
-//! `MASTERDOWN`, `READONLY`, `OOM`, ...) is retried with backoff; since the rest of its
-//! pipeline was applied, a retried event can then land after later events of its
-//! stream. Any other refusal (e.g. `WRONGTYPE`: the key is not a stream) fails that
-//! event: it is logged and counted in [`RedisProducerStats::failed`].
+//! `MASTERDOWN`, `READONLY`, `OOM`, ...) is retried with backoff, the delay doubling at
+//! each refusal up to [`RedisProducerConfig::reconnect_max_delay`]; on `READONLY` (a
+//! replica, e.g. the old master after a failover) the task also reconnects, to reach
+//! the new master through the same address (DNS, proxy). Any other refusal (e.g.
+//! `WRONGTYPE`: the key is not a stream) fails that event: it is logged and counted in
+//! [`RedisProducerStats::failed`].
+//!
+//! **Order when an event is retried.** The rest of its pipeline was applied, and so was
+//! the other batch in flight, if any: a retried event lands in its stream *after* the
+//! later events of those two batches (of every key), and before the events accepted
+//! after them (the task sends nothing new while it retries). The same holds for the
+//! events of a batch resent after a connection loss. A consumer that needs the order of
+//! one key must not count on it across such a retry (compare the events' `time`).
 //!
 //! # Flush and shutdown
 //!
 //! [`Producer::flush`] returns once every event accepted before the call is
-//! acknowledged by Redis or reported failed. [`Producer::shutdown`] refuses new events,
+//! acknowledged by Redis or reported failed: the events are numbered as `produce`
+//! takes them and the flush waits for exactly those numbered before it, so events
+//! accepted later (a second batch answered while the first is being retried) do not
+//! stand in for them. [`Producer::shutdown`] refuses new events,
 //! flushes, then stops the task; events still pending when its timeout expires are
-//! reported failed and counted.
+//! reported failed and counted. Its result says what became of the events once the task
+//! stopped: an event answered during the grace the task gets to stop (at least a second)
+//! counts as delivered, and a `produce` racing the shutdown either returns
+//! [`ProduceError::Closed`] or is covered by the shutdown's flush.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -89,8 +116,13 @@ pub const DEFAULT_BUFFER_FULL_WAIT: Duration = Duration::from_millis(1000);
 /// Default number of events per pipeline.
 pub const DEFAULT_BATCH_SIZE: usize = 1000;
 /// Entries read beyond a batch's own count when checking, after a reconnect, which of its
-/// events Redis already applied.
+/// events Redis already applied, when the server's `TIME` is not available (otherwise the
+/// check reads back to the time the batch was first sent).
 pub const DEDUP_MARGIN: usize = 1000;
+/// Margin of the check of what is already written, before the time a batch was first sent.
+pub const DEDUP_TIME_MARGIN: Duration = Duration::from_secs(2);
+/// Most entries of one stream that the check of what is already written reads.
+pub const DEDUP_SCAN_LIMIT: usize = 200_000;
 
 /// How the Redis producer connects and buffers.
 #[derive(Clone)]
@@ -321,18 +353,54 @@ struct Counters {
 struct Shared {
     counters: Counters,
     slots: Semaphore,
-    /// Events completed (delivered or failed), in acceptance order.
-    completed: watch::Sender<u64>,
+    /// The next event's sequence number (in the order `produce` took them).
+    next_seq: AtomicU64,
+    /// Every event numbered below this one is completed (delivered or failed).
+    completed_below: watch::Sender<u64>,
+    /// Completed events numbered above `completed_below`.
+    completed_above: std::sync::Mutex<std::collections::BTreeSet<u64>>,
+    /// Events completed, in all.
+    completed_count: AtomicU64,
     stop: watch::Sender<bool>,
 }
 
 impl Shared {
-    fn complete(&self, n: usize) {
+    /// Records the events numbered `seqs` as completed (delivered, failed, or never
+    /// sent) and frees their buffer slots.
+    fn complete(&self, seqs: impl IntoIterator<Item = u64>) {
+        let mut n = 0usize;
+        let mut above = self.completed_above.lock().unwrap_or_else(|e| e.into_inner());
+        let mut below = *self.completed_below.borrow();
+        for seq in seqs {
+            n += 1;
+            if seq == below {
+                below += 1;
+                while above.remove(&below) {
+                    below += 1;
+                }
+            } else {
+                above.insert(seq);
+            }
+        }
         if n == 0 {
             return;
         }
+        self.completed_count.fetch_add(n as u64, Ordering::AcqRel);
+        self.completed_below.send_if_modified(|b| {
+            let moved = *b != below;
+            *b = below;
+            moved
+        });
+        drop(above);
         self.slots.add_permits(n);
-        self.completed.send_modify(|c| *c += n as u64);
+    }
+
+    /// Events numbered below `target` not completed yet.
+    fn pending_below(&self, target: u64) -> u64 {
+        let above = self.completed_above.lock().unwrap_or_else(|e| e.into_inner());
+        let below = *self.completed_below.borrow();
+        let done_above = above.range(..target).count() as u64;
+        target.saturating_sub(below).saturating_sub(done_above)
     }
 }
 
@@ -344,6 +412,8 @@ struct Queued {
 
 /// What identifies a queued event in logs and in its stream.
 struct Meta {
+    /// The event's sequence number (see `Shared::next_seq`).
+    seq: u64,
     topic: Arc<str>,
     event_type: &'static str,
     event_id: uuid::Uuid,
@@ -354,6 +424,9 @@ pub struct RedisProducer {
     shared: Arc<Shared>,
     tx: mpsc::UnboundedSender<Queued>,
     closed: AtomicBool,
+    /// Calls of `produce` in progress (shutdown waits for them: each is then accepted,
+    /// and flushed, or refused).
+    active: AtomicU64,
     handle: Handle,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     config: RedisProducerConfig,
@@ -387,7 +460,10 @@ impl RedisProducer {
         let shared = Arc::new(Shared {
             counters: Counters::default(),
             slots: Semaphore::new(capacity),
-            completed: watch::Sender::new(0),
+            next_seq: AtomicU64::new(0),
+            completed_below: watch::Sender::new(0),
+            completed_above: std::sync::Mutex::default(),
+            completed_count: AtomicU64::new(0),
             stop: watch::Sender::new(false),
         });
         let (tx, rx) = mpsc::unbounded_channel();
@@ -396,6 +472,8 @@ impl RedisProducer {
             config: config.clone(),
             shared: shared.clone(),
             conn: None,
+            conn_id: None,
+            stale: Vec::new(),
             connected_once: false,
             backoff: Backoff::new(config.reconnect_min_delay, config.reconnect_max_delay),
             stop: shared.stop.subscribe(),
@@ -411,6 +489,7 @@ impl RedisProducer {
             shared,
             tx,
             closed: AtomicBool::new(false),
+            active: AtomicU64::new(0),
             handle,
             task: std::sync::Mutex::new(Some(task)),
             config,
@@ -439,8 +518,8 @@ impl RedisProducer {
 
     /// Events accepted and not yet delivered nor failed.
     pub fn pending(&self) -> u64 {
-        let accepted = self.shared.counters.accepted.load(Ordering::Acquire);
-        accepted.saturating_sub(*self.shared.completed.borrow())
+        let taken = self.shared.next_seq.load(Ordering::Acquire);
+        taken.saturating_sub(self.shared.completed_count.load(Ordering::Acquire))
     }
 
     /// Builds the `XADD` command of a record (encodes the data).
@@ -519,22 +598,25 @@ impl RedisProducer {
         }
     }
 
+    /// Waits until every event numbered below `target` is completed.
     async fn wait_completed(&self, target: u64, timeout: Duration) -> Result<(), ProduceError> {
-        let mut rx = self.shared.completed.subscribe();
+        let mut rx = self.shared.completed_below.subscribe();
         let waited = tokio::time::timeout(timeout, async { rx.wait_for(|c| *c >= target).await.map(|_| ()) }).await;
         match waited {
             Ok(Ok(())) => Ok(()),
             // The task ended: whatever it did not complete will never be.
             Ok(Err(_)) => Err(ProduceError::Closed),
             Err(_) => Err(ProduceError::Timeout {
-                pending: target.saturating_sub(*self.shared.completed.borrow()) as usize,
+                pending: self.shared.pending_below(target) as usize,
                 waited: timeout,
             }),
         }
     }
 
     async fn flush_inner(&self, timeout: Duration) -> Result<(), ProduceError> {
-        let target = self.shared.counters.accepted.load(Ordering::Acquire);
+        // Exactly the events taken before this call (by number, not by count: a later
+        // batch completing first does not stand in for an earlier one being retried).
+        let target = self.shared.next_seq.load(Ordering::Acquire);
         self.wait_completed(target, timeout).await?;
         // Failures since the last flush, including those reported before this one began.
         let failed_now = self.shared.counters.failed.load(Ordering::Acquire);
@@ -552,7 +634,18 @@ impl Producer for RedisProducer {
     }
 
     fn produce(&self, record: ProducerRecord) -> Result<(), ProduceError> {
-        if self.closed.load(Ordering::Acquire) {
+        // Counted in progress before looking at `closed` (and shutdown sets `closed` before
+        // waiting for none in progress; both SeqCst): a produce that finds the producer
+        // open is covered by shutdown's flush.
+        self.active.fetch_add(1, Ordering::SeqCst);
+        struct Done<'a>(&'a AtomicU64);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let _done = Done(&self.active);
+        if self.closed.load(Ordering::SeqCst) {
             return Err(ProduceError::Closed);
         }
         let cmd = Self::xadd_command(&record, self.config.stream_max_len)?;
@@ -560,16 +653,19 @@ impl Producer for RedisProducer {
             self.shared.counters.rejected.fetch_add(1, Ordering::Relaxed);
             return Err(e);
         }
+        let seq = self.shared.next_seq.fetch_add(1, Ordering::AcqRel);
         let queued = Queued {
             cmd,
             meta: Meta {
+                seq,
                 topic: record.topic,
                 event_type: record.metadata.event_type,
                 event_id: record.metadata.id,
             },
         };
         if self.tx.send(queued).is_err() {
-            self.shared.slots.add_permits(1);
+            // Never sent: completed at once (frees its slot, does not hold flushes).
+            self.shared.complete([seq]);
             return Err(ProduceError::Closed);
         }
         self.shared.counters.accepted.fetch_add(1, Ordering::AcqRel);
@@ -582,10 +678,19 @@ impl Producer for RedisProducer {
 
     fn shutdown(&self, timeout: Duration) -> BoxFuture<'_, Result<(), ProduceError>> {
         Box::pin(async move {
-            self.closed.store(true, Ordering::Release);
+            self.closed.store(true, Ordering::SeqCst);
             let started = tokio::time::Instant::now();
-            let result = self.flush_inner(timeout).await;
-            // Whatever is still pending now is failed by the task as it stops.
+            // The produces that found the producer open finish taking their number (or
+            // fail); later ones see it closed.
+            while self.active.load(Ordering::SeqCst) > 0 && started.elapsed() < timeout {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let target = self.shared.next_seq.load(Ordering::SeqCst);
+            let waited = self
+                .wait_completed(target, timeout.saturating_sub(started.elapsed()))
+                .await;
+            // Whatever is still pending now is failed by the task as it stops; what is in
+            // flight is still answered meanwhile.
             self.shared.stop.send_replace(true);
             let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some(task) = task {
@@ -594,6 +699,22 @@ impl Producer for RedisProducer {
                     tracing::warn!("redis producer task did not stop in time");
                 }
             }
+            // What became of the events, now that the task stopped: an event delivered
+            // after the timeout is delivered.
+            let failed_now = self.shared.counters.failed.load(Ordering::Acquire);
+            let failed = failed_now.saturating_sub(self.failed_reported.swap(failed_now, Ordering::AcqRel));
+            let pending = self.shared.pending_below(target);
+            let result = match waited {
+                Ok(()) if failed > 0 => Err(ProduceError::Failed { failed }),
+                Ok(()) => Ok(()),
+                // Not delivered in time: failed by the stop (or refused), or still pending.
+                Err(ProduceError::Timeout { .. }) if failed + pending > 0 => Err(ProduceError::Timeout {
+                    pending: (failed + pending) as usize,
+                    waited: timeout,
+                }),
+                Err(ProduceError::Timeout { .. }) => Ok(()),
+                Err(e) => Err(e),
+            };
             let stats = self.stats();
             tracing::info!(
                 delivered = stats.delivered,
@@ -637,6 +758,8 @@ type Replies = Result<Vec<Value>, RedisError>;
 
 /// A batch sent and not answered yet.
 struct InFlight {
+    /// When it was sent.
+    sent: tokio::time::Instant,
     pipe: Arc<Pipeline>,
     meta: Vec<Meta>,
     reply: futures::future::BoxFuture<'static, Replies>,
@@ -652,6 +775,11 @@ struct Writer {
     config: RedisProducerConfig,
     shared: Arc<Shared>,
     conn: Option<MultiplexedConnection>,
+    /// `CLIENT ID` of `conn`, when Redis told it.
+    conn_id: Option<i64>,
+    /// Ids of dropped connections that may still hold commands Redis has not applied yet
+    /// (their replies timed out): closed (`CLIENT KILL`) before checking what is written.
+    stale: Vec<i64>,
     connected_once: bool,
     backoff: Backoff,
     stop: watch::Receiver<bool>,
@@ -664,7 +792,10 @@ impl Writer {
         let mut inflight: std::collections::VecDeque<InFlight> = std::collections::VecDeque::new();
         let mut stop = self.stop.clone();
         loop {
-            let can_send = inflight.len() < PIPELINE_DEPTH;
+            // Without a connection (dropped on READONLY while a batch is still in flight)
+            // nothing new goes out before that batch is answered: a new connection could
+            // overtake it.
+            let can_send = inflight.len() < PIPELINE_DEPTH && (self.conn.is_some() || inflight.is_empty());
             tokio::select! {
                 biased;
                 reply = async { inflight.front_mut().expect("checked").reply.as_mut().await }, if !inflight.is_empty() => {
@@ -695,13 +826,18 @@ impl Writer {
                             if let std::task::Poll::Ready(r) = futures::poll!(reply.as_mut()) {
                                 reply = Box::pin(std::future::ready(r));
                             }
-                            inflight.push_back(InFlight { pipe, meta, reply });
+                            inflight.push_back(InFlight {
+                                sent: tokio::time::Instant::now(),
+                                pipe,
+                                meta,
+                                reply,
+                            });
                         }
                         // No connection: nothing is in flight (a failure waits for all of
                         // them); connect, then send this batch alone.
                         None => {
                             let todo = (0..meta.len()).collect();
-                            self.deliver(&pipe, &meta, todo, false).await;
+                            self.deliver(&pipe, &meta, todo, false, tokio::time::Instant::now()).await;
                         }
                     }
                 }
@@ -710,17 +846,17 @@ impl Writer {
         }
         while let Some(done) = inflight.pop_front() {
             let reply = done.reply.await;
-            self.finish_one(done.pipe, done.meta, reply).await;
+            self.finish_one(done.sent, done.pipe, done.meta, reply).await;
         }
         // Stopped (shutdown timed out) or every sender gone: fail what is left.
         rx.close();
-        let mut left = 0usize;
+        let mut left = Vec::new();
         while let Ok(q) = rx.try_recv() {
             self.fail(&q.meta, "producer shut down before delivery");
-            left += 1;
+            left.push(q.meta.seq);
         }
-        if left > 0 {
-            tracing::error!(events = left, "redis producer stopped with undelivered events");
+        if !left.is_empty() {
+            tracing::error!(events = left.len(), "redis producer stopped with undelivered events");
         }
         self.shared.complete(left);
     }
@@ -729,36 +865,36 @@ impl Writer {
     /// batches behind it are awaited too, then every failed one is sent again, in order.
     async fn finish(&mut self, done: InFlight, reply: Replies, inflight: &mut std::collections::VecDeque<InFlight>) {
         if reply_ok(&reply, done.meta.len()) {
-            self.finish_one(done.pipe, done.meta, reply).await;
+            self.finish_one(done.sent, done.pipe, done.meta, reply).await;
             return;
         }
-        let mut failed = vec![(done.pipe, done.meta, reply)];
+        let mut failed = vec![(done.sent, done.pipe, done.meta, reply)];
         while let Some(next) = inflight.pop_front() {
             let reply = next.reply.await;
             if reply_ok(&reply, next.meta.len()) {
                 // Answered although an earlier batch was not (its replies timed out): the
                 // earlier batch's missing events will land after these.
-                self.finish_one(next.pipe, next.meta, reply).await;
+                self.finish_one(next.sent, next.pipe, next.meta, reply).await;
             } else {
-                failed.push((next.pipe, next.meta, reply));
+                failed.push((next.sent, next.pipe, next.meta, reply));
             }
         }
-        for (pipe, meta, reply) in failed {
-            self.finish_one(pipe, meta, reply).await;
+        for (sent, pipe, meta, reply) in failed {
+            self.finish_one(sent, pipe, meta, reply).await;
         }
     }
 
     /// Handles one batch's replies; resends what must be, then completes the batch.
-    async fn finish_one(&mut self, pipe: Arc<Pipeline>, meta: Vec<Meta>, reply: Replies) {
+    async fn finish_one(&mut self, sent: tokio::time::Instant, pipe: Arc<Pipeline>, meta: Vec<Meta>, reply: Replies) {
         let todo: Vec<usize> = (0..meta.len()).collect();
         match self.check_replies(&meta, &todo, reply).await {
-            Attempt::Done => self.shared.complete(meta.len()),
+            Attempt::Done => self.shared.complete(meta.iter().map(|m| m.seq)),
             Attempt::Retry { indexes, uncertain } => {
                 self.shared
                     .counters
                     .retried
                     .fetch_add(indexes.len() as u64, Ordering::Relaxed);
-                self.deliver(&pipe, &meta, indexes, uncertain).await;
+                self.deliver(&pipe, &meta, indexes, uncertain, sent).await;
             }
         }
     }
@@ -780,8 +916,16 @@ impl Writer {
 
     /// Sends the events `todo` of a batch (one command per event of `meta`) until each is
     /// delivered or failed, then completes the whole batch. `uncertain`: a previous attempt
-    /// may have been applied in part, so check the streams before sending again.
-    async fn deliver(&mut self, pipe: &Pipeline, meta: &[Meta], mut todo: Vec<usize>, mut uncertain: bool) {
+    /// may have been applied in part, so check the streams before sending again. `sent`:
+    /// when the batch was first sent (or earlier).
+    async fn deliver(
+        &mut self,
+        pipe: &Pipeline,
+        meta: &[Meta],
+        mut todo: Vec<usize>,
+        mut uncertain: bool,
+        sent: tokio::time::Instant,
+    ) {
         loop {
             if self.stopped() {
                 for &i in &todo {
@@ -793,7 +937,8 @@ impl Writer {
                 continue; // stopped while connecting: failed on the next turn
             };
             if uncertain {
-                match already_written(&mut conn, meta, &todo).await {
+                self.close_stale(&mut conn).await;
+                match already_written(&mut conn, meta, &todo, sent).await {
                     Ok(written) => {
                         if !written.is_empty() {
                             let n = written.len() as u64;
@@ -837,7 +982,7 @@ impl Writer {
                 }
             }
         }
-        self.shared.complete(meta.len());
+        self.shared.complete(meta.iter().map(|m| m.seq));
     }
 
     /// Counts delivered and failed events of one pipeline's replies for the events `todo`,
@@ -865,12 +1010,15 @@ impl Writer {
                 };
             }
         };
-        self.backoff.reset();
         let mut retry = Vec::new();
         let mut delivered = 0u64;
+        let mut reconnect = false;
         for (&i, reply) in todo.iter().zip(replies) {
             match reply {
                 Value::ServerError(e) if is_transient_server_error(e.code()) => {
+                    // A replica (e.g. the old master after a failover): another connection
+                    // may reach the new master (DNS, proxy, load balancer).
+                    reconnect |= e.code() == "READONLY";
                     tracing::warn!(
                         event_type = meta[i].event_type,
                         topic = &*meta[i].topic,
@@ -886,8 +1034,13 @@ impl Writer {
         }
         self.shared.counters.delivered.fetch_add(delivered, Ordering::Relaxed);
         if retry.is_empty() {
+            self.backoff.reset();
             Attempt::Done
         } else {
+            // Refused again: the delay keeps growing until Redis accepts.
+            if reconnect {
+                self.drop_connection();
+            }
             let delay = self.backoff.next_delay();
             self.sleep(delay).await;
             Attempt::Retry {
@@ -925,6 +1078,8 @@ impl Writer {
                         self.shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
                         tracing::info!("redis producer reconnected");
                     }
+                    let id: Result<i64, RedisError> = ::redis::cmd("CLIENT").arg("ID").query_async(&mut c).await;
+                    self.conn_id = id.ok();
                     self.connected_once = true;
                     self.conn = Some(c);
                 }
@@ -939,9 +1094,41 @@ impl Writer {
 
     async fn connection_failed(&mut self, e: &RedisError) {
         tracing::warn!(error = %e, "redis producer lost its connection; will reconnect and resend");
+        if let Some(id) = self.conn_id.take() {
+            self.stale.push(id);
+        }
         self.conn = None;
         let delay = self.backoff.next_delay();
         self.sleep(delay).await;
+    }
+
+    /// Drops a working connection, to make a new one.
+    fn drop_connection(&mut self) {
+        self.conn = None;
+        self.conn_id = None;
+    }
+
+    /// Closes the dropped connections that may still hold commands: once Redis killed a
+    /// client, nothing it had not applied yet will be, so the check of what is written
+    /// that follows sees the final state. (Without `CLIENT KILL` permission the check may
+    /// be overtaken: an event can then be written twice, or out of order.)
+    async fn close_stale(&mut self, conn: &mut MultiplexedConnection) {
+        for id in std::mem::take(&mut self.stale) {
+            let killed: Result<i64, RedisError> = ::redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("ID")
+                .arg(id)
+                .arg("SKIPME")
+                .arg("yes")
+                .query_async(conn)
+                .await;
+            if let Err(e) = killed {
+                tracing::warn!(
+                    error = %e,
+                    "cannot close the previous connection; commands it still holds may be applied after the resend"
+                );
+            }
+        }
     }
 
     /// Sleeps, or less if stopped.
@@ -958,37 +1145,105 @@ fn reply_ok(reply: &Replies, n: usize) -> bool {
     matches!(reply, Ok(r) if r.len() == n)
 }
 
-/// Which of the events `todo` are already in their streams (compared by event id),
-/// reading each stream's newest entries.
+/// Which of the events `todo` are already in their streams (compared by event id).
+///
+/// Every entry a batch wrote has an id (a server time in ms) at least the server time
+/// when the batch was first sent, `sent`: that is, the server's `TIME` now less the time
+/// elapsed since `sent` (measured here, so the clocks need not agree) and
+/// [`DEDUP_TIME_MARGIN`]. Each stream is read from its newest entry back to that time (at
+/// most [`DEDUP_SCAN_LIMIT`] entries), however many entries the batch in flight behind
+/// this one or other producers wrote meanwhile. Without `TIME` (a restricted user), the
+/// newest entries are read instead: the batch's count plus [`DEDUP_MARGIN`].
 async fn already_written(
     conn: &mut MultiplexedConnection,
     meta: &[Meta],
     todo: &[usize],
+    sent: tokio::time::Instant,
 ) -> Result<HashSet<usize>, RedisError> {
-    let mut per_topic: HashMap<&str, usize> = HashMap::new();
+    let mut per_topic: HashMap<&str, HashSet<uuid::Uuid>> = HashMap::new();
     for &i in todo {
-        *per_topic.entry(&*meta[i].topic).or_default() += 1;
+        per_topic.entry(&*meta[i].topic).or_default().insert(meta[i].event_id);
     }
+    let time: Result<(u64, u64), RedisError> = ::redis::cmd("TIME").query_async(conn).await;
+    let oldest_ms = match time {
+        Ok((secs, micros)) => {
+            let back = sent.elapsed() + DEDUP_TIME_MARGIN;
+            Some((secs * 1000 + micros / 1000).saturating_sub(back.as_millis() as u64))
+        }
+        Err(e) if e.code().is_some_and(is_transient_server_error) => return Err(e),
+        Err(e) if e.code().is_some() => {
+            tracing::warn!(error = %e, "TIME refused; checking only the newest entries of each stream");
+            None
+        }
+        Err(e) => return Err(e),
+    };
     let mut seen: HashSet<(String, uuid::Uuid)> = HashSet::new();
-    for (topic, count) in per_topic {
-        let entries: Value = ::redis::cmd("XREVRANGE")
-            .arg(topic)
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(count + DEDUP_MARGIN)
-            .query_async(conn)
-            .await?;
-        for entry in stream_entries(entries) {
-            let id = entry
-                .fields
-                .iter()
-                .find(|(k, _)| k == b"id")
-                .and_then(|(_, v)| std::str::from_utf8(v).ok())
-                .and_then(|v| uuid::Uuid::parse_str(v).ok());
-            if let Some(id) = id {
-                seen.insert((topic.to_owned(), id));
+    for (topic, wanted) in per_topic {
+        let page = match oldest_ms {
+            Some(_) => 1000,
+            None => wanted.len() + DEDUP_MARGIN,
+        };
+        let mut end = "+".to_owned();
+        let mut scanned = 0usize;
+        let mut found = 0usize;
+        loop {
+            let entries: Result<Value, RedisError> = ::redis::cmd("XREVRANGE")
+                .arg(topic)
+                .arg(&end)
+                .arg("-")
+                .arg("COUNT")
+                .arg(page)
+                .query_async(conn)
+                .await;
+            let entries = match entries {
+                Ok(entries) => stream_entries(entries),
+                // Refused for now (LOADING, BUSY...): the check is tried again after a delay.
+                Err(e) if e.code().is_some_and(is_transient_server_error) => return Err(e),
+                // Refused for good for this key (WRONGTYPE: not a stream; NOPERM: no right to
+                // read it): its events are sent again, and each XADD's reply decides (a
+                // refused one fails that event only; an accepted one may be a second copy).
+                Err(e) if e.code().is_some() => {
+                    tracing::warn!(
+                        topic,
+                        error = %e,
+                        events = wanted.len(),
+                        "cannot check which events were already written; sending them again"
+                    );
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
+            let mut older = false;
+            for entry in &entries {
+                if let (Some(oldest), Some(ms)) = (oldest_ms, entry_ms(&entry.id)) {
+                    older |= ms < oldest;
+                }
+                let id = entry
+                    .fields
+                    .iter()
+                    .find(|(k, _)| k == b"id")
+                    .and_then(|(_, v)| std::str::from_utf8(v).ok())
+                    .and_then(|v| uuid::Uuid::parse_str(v).ok());
+                if let Some(id) = id.filter(|id| wanted.contains(id)) {
+                    if seen.insert((topic.to_owned(), id)) {
+                        found += 1;
+                    }
+                }
             }
+            scanned += entries.len();
+            let Some(last) = entries.last() else { break };
+            if oldest_ms.is_none() || older || entries.len() < page || found == wanted.len() {
+                break;
+            }
+            if scanned >= DEDUP_SCAN_LIMIT {
+                tracing::warn!(
+                    topic,
+                    scanned,
+                    "stopped checking which events were already written; the rest is sent again"
+                );
+                break;
+            }
+            end = format!("({}", last.id);
         }
     }
     Ok(todo
@@ -996,6 +1251,11 @@ async fn already_written(
         .copied()
         .filter(|&i| seen.contains(&(meta[i].topic.to_string(), meta[i].event_id)))
         .collect())
+}
+
+/// The time part (ms) of a stream entry id `ms-seq`.
+fn entry_ms(id: &str) -> Option<u64> {
+    id.split_once('-').map_or(id, |(ms, _)| ms).parse().ok()
 }
 
 /// One stream entry as Redis returns it.
