@@ -342,3 +342,24 @@ fn catalog_events_are_found_by_type_string() {
     assert_eq!(produced.len(), 1);
     assert_eq!(produced[0].key, Some(EventKey::String(usage_key.to_string())));
 }
+
+#[tokio::test]
+async fn an_async_receiver_panicking_before_its_future_does_not_stop_the_event_being_produced() {
+    // Connected before the bus, so it runs before the producing handler.
+    CertGranted::signal().connect_async(|ev: openedx_events::Envelope<CertGranted>| {
+        let mentor = ev.data.cert.mentor.clone().expect("a mentor");
+        async move { drop(mentor) }
+    });
+    let bus = EventBus::builder()
+        .producer_config(config())
+        .settings(Settings::new())
+        .start()
+        .unwrap();
+    let responses = CertGranted::signal().send_event(cert(7, None));
+    assert!(matches!(&responses[0].outcome, openedx_events::Outcome::Panicked(m) if m == "a mentor"));
+    assert_eq!(
+        bus.memory().unwrap().len("learning-cert-users"),
+        1,
+        "the bus handler after the panicking receiver ran"
+    );
+}
