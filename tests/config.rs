@@ -273,3 +273,26 @@ fn every_problem_is_reported_and_start_is_refused() {
         "{err}"
     );
 }
+
+/// The only test of this binary that starts a bus from the process environment (the
+/// others give settings), so the variables it sets reach no other test.
+#[test]
+fn settings_from_an_environment_with_non_utf8_values_never_panic() {
+    use std::os::unix::ffi::OsStrExt;
+    let not_utf8 = std::ffi::OsStr::from_bytes(b"caf\xe9");
+    // A variable that is none of ours does not matter.
+    std::env::set_var("OEV_TEST_UNRELATED_NON_UTF8", not_utf8);
+    let settings = Settings::from_env();
+    assert!(settings.iter().all(|(k, _)| k.starts_with("EVENT")), "{settings:?}");
+    let bus = EventBus::builder().start().expect("an unrelated variable is ignored");
+    drop(bus);
+    // One of ours that is not UTF-8: start-up is refused, naming the variable.
+    std::env::set_var("EVENT_BUS_OEV_TEST_NON_UTF8", not_utf8);
+    let err = EventBus::builder().start().map(drop).unwrap_err().to_string();
+    std::env::remove_var("EVENT_BUS_OEV_TEST_NON_UTF8");
+    std::env::remove_var("OEV_TEST_UNRELATED_NON_UTF8");
+    assert!(
+        err.contains("EVENT_BUS_OEV_TEST_NON_UTF8") && err.contains("UTF-8"),
+        "{err}"
+    );
+}

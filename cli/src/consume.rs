@@ -69,7 +69,7 @@ enum From {
 }
 
 pub(crate) async fn run(args: ConsumeArgs) -> Result<(), CliError> {
-    let settings = Settings::from_env();
+    let settings = Settings::try_from_env().map_err(|e| CliError::bad_input(e.to_string()))?;
     let kind = settings
         .producer_kind()
         .map_err(|e| CliError::bad_input(e.to_string()))?;

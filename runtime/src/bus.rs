@@ -11,7 +11,7 @@ use crate::event::{registry, DuplicateEventType, ErasedKey, EventOps, OpenEdxEve
 use crate::key::EventKey;
 use crate::producer::memory::MemoryProducer;
 use crate::producer::{KeyFieldInfo, NoProducer, Producer, ProducerRecord};
-use crate::settings::{ProducerKind, Settings, UnknownProducer};
+use crate::settings::{NonUnicodeSetting, ProducerKind, Settings, UnknownProducer};
 use crate::signal::{Envelope, ReceiverId};
 
 /// The producer configuration declared with `producer_config!`, checked at build time.
@@ -105,6 +105,9 @@ pub enum StartError {
     /// `EVENT_BUS_PRODUCER` names no backend.
     #[error(transparent)]
     UnknownProducer(#[from] UnknownProducer),
+    /// An `EVENT_BUS_*` or `EVENTS_*` environment variable is not UTF-8.
+    #[error(transparent)]
+    Settings(#[from] NonUnicodeSetting),
     /// The backend could not be created.
     #[error("cannot start the {backend} producer: {message}")]
     Producer {
@@ -227,7 +230,10 @@ impl EventBusBuilder {
     /// Redis and Kafka producers need to be started inside a tokio runtime.
     pub fn start(self) -> Result<EventBus, StartError> {
         registry::check()?;
-        let settings = self.settings.clone().unwrap_or_else(Settings::from_env);
+        let settings = match self.settings.clone() {
+            Some(s) => s,
+            None => Settings::try_from_env()?,
+        };
         if let Some(service) = settings.service_name() {
             crate::metadata::set_service_name(service);
         }
