@@ -296,3 +296,27 @@ fn settings_from_an_environment_with_non_utf8_values_never_panic() {
         "{err}"
     );
 }
+
+#[test]
+fn an_override_for_an_unknown_event_type_with_no_topics_is_reported() {
+    let base = ProducerConfig::from_json_str(&format!(
+        r#"{{"{EVENT}": {{"blocks": {{"event_key_field": "block.usage_key", "enabled": true}}}}}}"#
+    ))
+    .unwrap();
+    let overrides = ProducerConfig::from_json_str(r#"{"org.openedx.bogus.v1": {}}"#).unwrap();
+    let merged = base.merged(&overrides);
+    let errs = merged.validate().map(drop).unwrap_err().0;
+    assert!(
+        matches!(&errs[..], [ConfigError::UnknownEventType { event_type, .. }] if event_type == "org.openedx.bogus.v1"),
+        "{errs:?}"
+    );
+    // The list shape too, and through start-up.
+    let settings = Settings::new().with("EVENT_BUS_PRODUCER_CONFIG", r#"{"org.openedx.bogus.v1": []}"#);
+    let err = EventBus::builder()
+        .settings(settings)
+        .start()
+        .map(drop)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("org.openedx.bogus.v1"), "{err}");
+}

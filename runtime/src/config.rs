@@ -360,21 +360,23 @@ impl ProducerConfig {
     }
 
     /// `merge_producer_configs(self, overrides)`: every pair of `overrides` is
-    /// added; for a pair in both, each setting the override sets wins.
+    /// added; for a pair in both, each setting the override sets wins. An event type
+    /// the override lists with no topic is kept (with no topic), so that
+    /// [`ProducerConfig::validate`] reports it if no event has that type.
     pub fn merged(&self, overrides: &ProducerConfig) -> ProducerConfig {
         let mut out = self.clone();
-        for (event_type, topic, o) in overrides.iter() {
-            let entry = out
-                .events
-                .entry(event_type.to_owned())
-                .or_default()
-                .entry(topic.to_owned())
-                .or_default();
-            if o.event_key_field.is_some() {
-                entry.event_key_field = o.event_key_field.clone();
-            }
-            if o.enabled.is_some() {
-                entry.enabled = o.enabled;
+        for (event_type, topics) in &overrides.events {
+            // The event type is kept even when it lists no topic, so that `validate`
+            // reports an unknown one (as Python's start-up does) instead of dropping it.
+            let event = out.events.entry(event_type.clone()).or_default();
+            for (topic, o) in topics {
+                let entry = event.entry(topic.clone()).or_default();
+                if o.event_key_field.is_some() {
+                    entry.event_key_field = o.event_key_field.clone();
+                }
+                if o.enabled.is_some() {
+                    entry.enabled = o.enabled;
+                }
             }
         }
         out
