@@ -303,3 +303,55 @@ proptest! {
         prop_assert!(is_trailing);
     }
 }
+
+/// The empty sample with `at` written as `text`.
+fn sample_at(text: &str) -> Vec<u8> {
+    cat(&[&[0; 5], &long(text.len() as i64), text.as_bytes()])
+}
+
+/// Times Python's `datetime.fromisoformat` cannot read (a leap second, year 0, a value
+/// that an offset pushes past 9999 or before year 1) are refused when read, naming the
+/// reason, and a `DateTime<Utc>` Python cannot hold is refused at encode.
+#[test]
+fn times_python_cannot_read_are_refused_at_decode_and_at_encode() {
+    assert!(avro::decode::<Sample>(&sample_at("2016-12-31T23:59:59+00:00")).is_ok());
+    for (text, why) in [
+        ("2016-12-31T23:59:60+00:00", "leap second"),
+        ("2016-12-31T23:59:60.500000Z", "leap second"),
+        ("0000-06-01T00:00:00+00:00", "9999"),
+        ("9999-12-31T23:00:00-05:00", "9999"),
+        ("0001-01-01T00:30:00+01:00", "9999"),
+    ] {
+        let err = avro::decode::<Sample>(&sample_at(text))
+            .map(|s| s.at.to_rfc3339())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(why), "{text}: {err}");
+    }
+    let mut sample = avro::decode::<Sample>(&sample_at("2016-12-31T23:59:59+00:00")).unwrap();
+    for at in [
+        chrono::NaiveDate::from_ymd_opt(10000, 1, 1)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            .and_utc(),
+        chrono::NaiveDate::from_ymd_opt(0, 1, 1)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            .and_utc(),
+        chrono::NaiveDate::from_ymd_opt(2016, 12, 31)
+            .unwrap()
+            .and_hms_milli_opt(23, 59, 59, 1_500)
+            .unwrap()
+            .and_utc(),
+    ] {
+        sample.at = at;
+        let err = avro::encode(&sample).map(hex_of).unwrap_err().to_string();
+        assert!(err.contains("Python"), "{at:?}: {err}");
+    }
+}
+
+fn hex_of(bytes: Vec<u8>) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

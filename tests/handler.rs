@@ -363,3 +363,28 @@ async fn an_async_receiver_panicking_before_its_future_does_not_stop_the_event_b
         "the bus handler after the panicking receiver ran"
     );
 }
+
+#[test]
+fn an_event_whose_metadata_time_python_cannot_read_is_not_produced() {
+    let bus = EventBus::builder()
+        .producer_config(config())
+        .settings(Settings::new())
+        .start()
+        .unwrap();
+    let mut metadata = EventMetadata::generate(CertGranted::EVENT_TYPE, 0);
+    metadata.time = chrono::NaiveDate::from_ymd_opt(10000, 1, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
+    let env = openedx_events::Envelope {
+        data: Arc::new(cert(7, None)),
+        metadata,
+        from_event_bus: false,
+    };
+    CertGranted::signal().dispatch(&env, SendMode::Robust).unwrap();
+    assert!(
+        bus.memory().unwrap().is_empty(),
+        "a time past 9999 would be written as +10000-..., which Python cannot read"
+    );
+}

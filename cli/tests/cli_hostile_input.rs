@@ -57,3 +57,28 @@ fn an_event_bus_setting_that_is_not_utf8_is_a_bad_input_naming_it() {
     assert_eq!(a.get_output().status.code(), Some(2), "{err}");
     assert!(err.contains("EVENT_BUS_PRODUCER"), "{err}");
 }
+
+#[test]
+fn a_time_python_cannot_read_is_a_bad_input_naming_the_field() {
+    for (time, why) in [
+        ("2016-12-31T23:59:60+00:00", "leap second"),
+        ("0000-01-01T00:00:00+00:00", "9999"),
+        ("9999-12-31T23:00:00-05:00", "9999"),
+    ] {
+        let mut data = common::enrollment_data();
+        data["enrollment"]["creation_date"] = serde_json::json!(time);
+        for sub in [&["avro", "encode"][..], &["produce", "--topic", "t"]] {
+            let a = cli()
+                .args(sub)
+                .args(["--event-type", ENROLLMENT, "--data"])
+                .arg(data.to_string())
+                .assert();
+            let err = stderr(&a);
+            assert_eq!(a.get_output().status.code(), Some(2), "{sub:?} {time}: {err}");
+            assert!(
+                err.contains("enrollment.creation_date") && err.contains(why),
+                "{sub:?} {time}: {err}"
+            );
+        }
+    }
+}

@@ -136,6 +136,17 @@ fn handle<E: OpenEdxEvent>(env: &Envelope<E>, routes: &[HandlerRoute], producer:
         // Consumed from the bus: producing it again would loop.
         return;
     }
+    if let Err(problem) = crate::time::check_python(&env.metadata.time) {
+        // Metadata built by hand (`Signal::dispatch`): a Python consumer could not read
+        // its `time`, so it is not written anywhere.
+        tracing::error!(
+            event_type = E::EVENT_TYPE,
+            event_id = %env.metadata.id,
+            error = %problem,
+            "event not produced: its metadata time cannot be written"
+        );
+        return;
+    }
     for route in routes {
         let key = route.key.as_ref().and_then(|k| (k.accessor)(&*env.data as &dyn Any));
         let record = ProducerRecord {
