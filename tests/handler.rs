@@ -388,3 +388,43 @@ fn an_event_whose_metadata_time_python_cannot_read_is_not_produced() {
         "a time past 9999 would be written as +10000-..., which Python cannot read"
     );
 }
+
+#[test]
+fn a_second_live_bus_producing_the_same_event_type_is_refused() {
+    let first = EventBus::builder()
+        .producer_config(config())
+        .settings(Settings::new())
+        .start()
+        .unwrap();
+    let err = EventBus::builder()
+        .producer_config(config())
+        .settings(Settings::new())
+        .start()
+        .map(drop)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(CertGranted::EVENT_TYPE) && err.contains("already"),
+        "{err}"
+    );
+    // A bus for other event types may run beside it.
+    let other = EventBus::builder()
+        .producer_config(producer_config! {
+            "org.openedx.content_authoring.xblock.published.v1" => [
+                { topic: "content-authoring-xblock-lifecycle", event_key_field: "xblock_info.usage_key", enabled: true },
+            ],
+        })
+        .settings(Settings::new())
+        .start()
+        .expect("no event type in common");
+    CertGranted::signal().send_event(cert(7, None));
+    assert_eq!(first.memory().unwrap().len("learning-cert-users"), 1, "produced once");
+    assert_eq!(CertGranted::signal().receiver_count(), 1, "one producing handler");
+    drop(first);
+    let second = EventBus::builder()
+        .producer_config(config())
+        .settings(Settings::new())
+        .start()
+        .expect("the first bus is gone");
+    drop((second, other));
+}

@@ -108,6 +108,17 @@ pub enum StartError {
     /// An `EVENT_BUS_*` or `EVENTS_*` environment variable is not UTF-8.
     #[error(transparent)]
     Settings(#[from] NonUnicodeSetting),
+    /// Another live [`EventBus`] of this process already produces these event types:
+    /// a second one would produce each of their events twice.
+    #[error(
+        "another EventBus of this process already produces {}: a second one would produce each event twice \
+         (drop or shut down the first one, or configure each event type on one bus only)",
+        .event_types.join(", ")
+    )]
+    AlreadyProducing {
+        /// The event types both buses would produce.
+        event_types: Vec<&'static str>,
+    },
     /// The backend could not be created.
     #[error("cannot start the {backend} producer: {message}")]
     Producer {
@@ -239,6 +250,8 @@ impl EventBusBuilder {
 
     /// Validates everything, creates the producer and connects the handlers.
     /// Redis and Kafka producers need to be started inside a tokio runtime.
+    /// Refused when another live bus already produces one of the event types (see
+    /// [`EventBus`]).
     pub fn start(self) -> Result<EventBus, StartError> {
         registry::check()?;
         let settings = match self.settings.clone() {
@@ -250,10 +263,6 @@ impl EventBusBuilder {
         }
         let config = self.effective_config(&settings)?;
         let routes = config.validate()?;
-        let producer = match self.producer.clone() {
-            Some(p) => p,
-            None => make_producer(&settings, self.memory_capacity)?,
-        };
         let prefix = settings.topic_prefix().map(str::to_owned);
 
         let mut by_event: Vec<(&'static dyn EventOps, Vec<HandlerRoute>)> = Vec::new();
@@ -286,6 +295,12 @@ impl EventBusBuilder {
                 None => by_event.push((ops, vec![handler_route])),
             }
         }
+        // Checked before the producer is created: a refused bus connects to nothing.
+        let reservation = Reservation::take(by_event.iter().map(|(ops, _)| ops.event_type()).collect())?;
+        let producer = match self.producer.clone() {
+            Some(p) => p,
+            None => make_producer(&settings, self.memory_capacity)?,
+        };
         let infos: Vec<crate::producer::RouteInfo> = by_event
             .iter()
             .flat_map(|(ops, list)| {
@@ -315,7 +330,35 @@ impl EventBusBuilder {
             producer,
             connected,
             active,
+            reservation,
         })
+    }
+}
+
+/// The event types that have a producing handler connected, process-wide: one live bus
+/// per event type, so that no event is produced twice.
+static PRODUCING: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+
+/// A bus's claim on its event types; released when dropped.
+#[derive(Debug)]
+struct Reservation(Vec<&'static str>);
+
+impl Reservation {
+    fn take(event_types: Vec<&'static str>) -> Result<Self, StartError> {
+        let mut producing = PRODUCING.lock().unwrap_or_else(|e| e.into_inner());
+        let taken: Vec<&'static str> = event_types.iter().copied().filter(|t| producing.contains(t)).collect();
+        if !taken.is_empty() {
+            return Err(StartError::AlreadyProducing { event_types: taken });
+        }
+        producing.extend(event_types.iter().copied());
+        Ok(Self(event_types))
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut producing = PRODUCING.lock().unwrap_or_else(|e| e.into_inner());
+        producing.retain(|t| !self.0.contains(t));
     }
 }
 
@@ -343,6 +386,12 @@ pub struct ActiveRoute {
 }
 
 /// A running event bus: the handlers are connected while it lives.
+///
+/// A process has at most one live bus per event type: [`EventBusBuilder::start`]
+/// refuses ([`StartError::AlreadyProducing`]) a bus that would produce an event type
+/// another live bus produces, since each of its events would be produced twice.
+/// Buses for disjoint event types may run side by side; dropping or shutting down a
+/// bus releases its event types.
 ///
 /// ```
 /// use openedx_events::{openedx_event, producer_config, EventBus, OpenEdxEvent, Settings};
@@ -373,6 +422,8 @@ pub struct EventBus {
     producer: Arc<dyn Producer>,
     connected: Vec<(&'static dyn EventOps, ReceiverId)>,
     active: Vec<ActiveRoute>,
+    /// Released after the handlers are disconnected (the last field is dropped last).
+    reservation: Reservation,
 }
 
 impl std::fmt::Debug for EventBus {
@@ -420,6 +471,8 @@ impl EventBus {
         for (ops, id) in self.connected.drain(..) {
             ops.disconnect(id);
         }
+        // The handlers are gone: another bus may produce these event types now.
+        drop(std::mem::replace(&mut self.reservation, Reservation(Vec::new())));
     }
 }
 
