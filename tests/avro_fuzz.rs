@@ -355,3 +355,50 @@ fn times_python_cannot_read_are_refused_at_decode_and_at_encode() {
 fn hex_of(bytes: Vec<u8>) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Sent by this test only: arrays of arrays of zero-size records.
+#[openedx_event("org.openedx.learning.avro_fuzz.nested.v1")]
+#[derive(Clone, Debug, PartialEq)]
+pub struct Nested {
+    /// Rows of nothing.
+    pub grid: Vec<Vec<Nothing>>,
+}
+
+/// Each array of zero-size items is bounded; nested arrays multiply the bounds, so a
+/// forged message of a few hundred bytes could demand 2^20 iterations per inner array,
+/// times the outer count: the iterations of a whole message are bounded too.
+#[test]
+fn nested_arrays_of_zero_size_items_are_bounded_per_message() {
+    let ok = cat(&[&long(3), &long(2), &[0], &[0], &long(1), &[0], &[0]]);
+    assert_eq!(
+        avro::decode::<Nested>(&ok)
+            .unwrap()
+            .grid
+            .iter()
+            .map(Vec::len)
+            .sum::<usize>(),
+        3
+    );
+    let row = cat(&[&long(1 << 20), &[0]]);
+    let rows = 64;
+    let mut forged = long(rows);
+    for _ in 0..rows {
+        forged.extend_from_slice(&row);
+    }
+    forged.push(0);
+    assert!(forged.len() < 400, "{} bytes", forged.len());
+    let start = std::time::Instant::now();
+    let result = avro::decode::<Nested>(&forged).map(|n| n.grid.len());
+    let took = start.elapsed();
+    assert!(
+        result.is_err(),
+        "decoded {result:?}: 2^26 items from {} bytes, in {took:?}",
+        forged.len()
+    );
+    assert!(took.as_millis() < 2000, "took {took:?}");
+    // Through a writer schema (a schema a peer registered) too.
+    let writer: serde_avro_fast::Schema = Nested::avro_schema().registry_text().parse().unwrap();
+    let start = std::time::Instant::now();
+    assert!(avro::decode_with_writer_schema::<Nested>(&forged, &writer).is_err());
+    assert!(start.elapsed().as_millis() < 2000, "took {:?}", start.elapsed());
+}
