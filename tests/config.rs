@@ -320,3 +320,29 @@ fn an_override_for_an_unknown_event_type_with_no_topics_is_reported() {
         .to_string();
     assert!(err.contains("org.openedx.bogus.v1"), "{err}");
 }
+
+#[test]
+fn a_key_given_twice_in_a_json_config_is_refused_naming_it() {
+    let entry = r#"{"event_key_field": "block.usage_key", "enabled": true}"#;
+    let twice = format!(
+        r#"{{"{EVENT}": {{"blocks": {entry}, "blocks": {{"event_key_field": "block.nope", "enabled": false}}}}}}"#
+    );
+    let errs = ProducerConfig::from_json_str(&twice).map(drop).unwrap_err().0;
+    assert!(
+        errs[0]
+            .to_string()
+            .contains(&format!("`\"{EVENT}\".blocks` is given twice")),
+        "{errs:?}"
+    );
+    let settings = Settings::new().with(
+        "EVENT_BUS_PRODUCER_CONFIG",
+        format!(r#"{{"{EVENT}": {{"blocks": {entry}}}, "{EVENT}": {{}}}}"#),
+    );
+    let err = EventBus::builder()
+        .settings(settings)
+        .start()
+        .map(drop)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is given twice"), "{err}");
+}

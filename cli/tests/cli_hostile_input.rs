@@ -82,3 +82,223 @@ fn a_time_python_cannot_read_is_a_bad_input_naming_the_field() {
         }
     }
 }
+
+/// Runs the tool and returns (exit code, stderr), failing on a panic (exit 101) or a
+/// signal (no code: a stack overflow aborts).
+fn run(cmd: &mut assert_cmd::Command) -> (i32, String) {
+    let a = cmd.assert();
+    let err = stderr(&a);
+    let code = a.get_output().status.code();
+    assert!(
+        code.is_some() && code != Some(101) && !err.contains("panicked"),
+        "code {code:?}: {err}"
+    );
+    (code.unwrap(), err)
+}
+
+/// `avro encode --data TEXT` and `produce --data TEXT` (to the in-memory bus).
+fn data_commands(text: &str) -> Vec<assert_cmd::Command> {
+    let mut encode = cli();
+    encode.args(["avro", "encode", "--event-type", ENROLLMENT, "--data", text]);
+    let mut produce = cli();
+    produce.args(["produce", "--event-type", ENROLLMENT, "--topic", "t", "--data", text]);
+    vec![encode, produce]
+}
+
+fn assert_bad_input(text: &str, wanted: &[&str]) {
+    for mut cmd in data_commands(text) {
+        let (code, err) = run(&mut cmd);
+        assert_eq!(code, 2, "{}: {err}", text.chars().take(200).collect::<String>());
+        for w in wanted {
+            assert!(err.contains(w), "{w:?} not in {err}");
+        }
+    }
+}
+
+#[test]
+fn json_data_with_a_doubled_field_is_refused_naming_it() {
+    let good = common::enrollment_data().to_string();
+    for mut cmd in data_commands(&good) {
+        assert_eq!(run(&mut cmd).0, 0);
+    }
+    let doubled = good.replacen(r#""mode":"audit""#, r#""mode":"audit","mode":"honor""#, 1);
+    assert_ne!(doubled, good);
+    assert_bad_input(&doubled, &["enrollment.mode", "twice"]);
+    let top = format!(r#"{{"enrollment": null, {}"#, &good[1..]);
+    assert_bad_input(&top, &["enrollment", "twice"]);
+}
+
+#[test]
+fn json_data_that_is_not_utf8_is_refused_naming_where_it_came_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("data.json");
+    let good = common::enrollment_data().to_string();
+    let mut bytes = good.replacen("Ada Lovelace", "Ada", 1).into_bytes();
+    let at = bytes.windows(3).position(|w| w == b"Ada").unwrap();
+    bytes[at + 1] = 0xe9;
+    std::fs::write(&file, &bytes).unwrap();
+    assert_bad_input(
+        &format!("@{}", file.display()),
+        &[&file.display().to_string(), "not valid JSON"],
+    );
+    // A lone surrogate escape is no Unicode text either.
+    let surrogate = good.replacen("Ada Lovelace", r"Ada \ud800", 1);
+    assert_bad_input(&surrogate, &["--data is not valid JSON"]);
+    // Nor is a command-line argument that is not UTF-8.
+    let (code, err) = run(cli()
+        .args(["avro", "encode", "--event-type", ENROLLMENT, "--data"])
+        .arg(OsStr::from_bytes(NOT_UTF8)));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("UTF-8"), "{err}");
+}
+
+#[test]
+fn huge_json_values_are_refused_naming_the_path() {
+    let good = common::enrollment_data().to_string();
+    for (id, wanted) in [
+        ("1e400", "--data is not valid JSON"),
+        ("18446744073709551616", "enrollment.user.id"),
+        ("9223372036854775808", "enrollment.user.id"),
+        ("-9223372036854775809", "enrollment.user.id"),
+    ] {
+        let text = good.replacen(r#""id":42"#, &format!(r#""id":{id}"#), 1);
+        assert_ne!(text, good);
+        assert_bad_input(&text, &[wanted]);
+    }
+    // Nested deeper than any event: refused, not a stack overflow.
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("deep.json");
+    std::fs::write(&file, &deep).unwrap();
+    assert_bad_input(&format!("@{}", file.display()), &["not valid JSON"]);
+    let deep_object = format!("{}1{}", r#"{"enrollment":"#.repeat(100_000), "}".repeat(100_000));
+    std::fs::write(&file, &deep_object).unwrap();
+    assert_bad_input(&format!("@{}", file.display()), &["not valid JSON"]);
+}
+
+#[test]
+fn json_data_of_the_wrong_shape_is_refused_naming_the_path() {
+    for (text, wanted) in [
+        ("[]", "invalid length 0, expected record"),
+        ("null", "invalid type"),
+        ("\"enrollment\"", "invalid type"),
+        (r#"{"enrollment": []}"#, "enrollment"),
+        (r#"{"enrollment": {"user": 7}}"#, "enrollment"),
+        ("", "not valid JSON"),
+        ("{} {}", "not valid JSON"),
+    ] {
+        assert_bad_input(text, &[wanted]);
+    }
+}
+
+#[test]
+fn hostile_avro_input_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("data.bin");
+    let text_file = dir.path().join("data.hex");
+    std::fs::write(&text_file, NOT_UTF8).unwrap();
+    std::fs::write(&bin, [0xff; 64]).unwrap();
+    let decode = |args: &[&OsStr]| {
+        let mut c = cli();
+        c.args(["avro", "decode", "--event-type", ENROLLMENT]).args(args);
+        run(&mut c)
+    };
+    let at = |p: &std::path::Path| std::ffi::OsString::from(format!("@{}", p.display()));
+    let cases: Vec<(Vec<std::ffi::OsString>, &str)> = vec![
+        (vec![at(&text_file)], "not hex text"),
+        (vec![at(&bin), "--binary".into()], "cannot decode"),
+        (vec!["abc".into()], "not valid hex"),
+        (vec!["zz".into()], "not valid hex"),
+        (vec!["".into()], "cannot decode"),
+        // A string said to hold 2^62 bytes; an array of 2^60 items.
+        (vec!["8080808080808080808001".into()], "cannot decode"),
+        (vec!["02808080808080808080800102".into()], "cannot decode"),
+        (vec!["00".into(), "--framed".into()], "--framed"),
+        (vec![OsStr::from_bytes(NOT_UTF8).into()], "UTF-8"),
+    ];
+    for (args, wanted) in cases {
+        let args: Vec<&OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        let (code, err) = decode(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(wanted), "{args:?}: {wanted:?} not in {err}");
+    }
+    // A datum whose string is not UTF-8: the first string is the user's username.
+    let good = {
+        let mut c = cli();
+        c.args(["avro", "encode", "--event-type", ENROLLMENT, "--data"])
+            .arg(common::enrollment_data().to_string());
+        let a = c.assert().success();
+        common::stdout(&a).trim().to_owned()
+    };
+    let ada = "616461"; // "ada"
+    let bad = good.replacen(ada, "61e961", 1);
+    assert_ne!(bad, good);
+    let (code, err) = decode(&[OsStr::new(&bad)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("cannot decode") && err.contains("enrollment.user.pii.username"),
+        "{err}"
+    );
+}
+
+#[test]
+fn hostile_config_files_are_reported_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, bytes: &[u8]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    let ok = r#"{"org.openedx.learning.course.enrollment.created.v1": {"t": {"event_key_field": "enrollment.course.course_key", "enabled": true}}}"#;
+    // Not UTF-8: the file cannot be read as text.
+    let p = write("latin1.json", &[ok.as_bytes(), b" \xe9"].concat());
+    let (code, err) = run(cli().arg("check-config").arg(&p));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("latin1.json") && err.contains("UTF-8"), "{err}");
+    // A topic or an event type given twice: the second would silently replace the first.
+    let doubled_topic = ok.replacen(
+        r#""t": {"#,
+        r#""t": {"event_key_field": "enrollment.user.id", "enabled": false}, "t": {"#,
+        1,
+    );
+    let doubled_event = format!("{}, {}", &ok[..ok.len() - 1], &ok[1..]);
+    for (name, text, wanted) in [
+        (
+            "doubled_topic.json",
+            doubled_topic.as_str(),
+            r#"`"org.openedx.learning.course.enrollment.created.v1".t` is given twice"#,
+        ),
+        (
+            "doubled_event.json",
+            doubled_event.as_str(),
+            r#"`"org.openedx.learning.course.enrollment.created.v1"` is given twice"#,
+        ),
+        (
+            "doubled_field.json",
+            &ok.replacen(r#""enabled": true"#, r#""enabled": true, "enabled": false"#, 1),
+            r#"`"org.openedx.learning.course.enrollment.created.v1".t.enabled` is given twice"#,
+        ),
+    ] {
+        let p = write(name, text.as_bytes());
+        let (code, err) = run(cli().arg("check-config").arg(&p));
+        assert_ne!(code, 0, "{name} accepted: {err}");
+        let a = cli().arg("check-config").arg(&p).assert();
+        let all = format!("{}{}", common::stdout(&a), stderr(&a));
+        assert!(all.contains("twice") && all.contains(wanted), "{name}: {all}");
+    }
+    // Wrong types, deep nesting, huge numbers: problems, never a panic.
+    for (name, text) in [
+        ("array.json", "[1, 2]".to_owned()),
+        ("deep.json", format!("{}{}", "[".repeat(100_000), "]".repeat(100_000))),
+        ("huge.json", ok.replacen("true", "1e400", 1)),
+        ("wrong.json", ok.replacen("true", "\"yes\"", 1)),
+        (
+            "deep.toml",
+            format!("a = {}1{}", "[".repeat(100_000), "]".repeat(100_000)),
+        ),
+    ] {
+        let p = write(name, text.as_bytes());
+        let (code, err) = run(cli().arg("check-config").arg(&p));
+        assert!(code == 1 || code == 2, "{name}: {code} {err}");
+    }
+}
