@@ -4,6 +4,8 @@
 //! a clear error naming where it is, with exit code 2; never a panic (exit 101).
 
 mod common;
+#[path = "../../tests/redis_support/mod.rs"]
+mod redis_support;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -301,4 +303,130 @@ fn hostile_config_files_are_reported_naming_the_file() {
         let (code, err) = run(cli().arg("check-config").arg(&p));
         assert!(code == 1 || code == 2, "{name}: {code} {err}");
     }
+}
+
+/// The fields of one stream entry, as bytes.
+type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Hostile entries on a Redis stream: `consume` reports and dead-letters each one, goes
+/// on, and prints only the good events; it never panics.
+#[test]
+fn consume_dead_letters_hostile_redis_entries_and_prints_the_good_ones() {
+    let prefix = common::unique("hostile");
+    let full = format!("{prefix}-t");
+    let dead = format!("{full}-dead-letter");
+    let _cleanup = redis_support::Cleanup::new(&redis_support::url(), &[&full, &dead]);
+    let tool = || {
+        let mut c = cli();
+        c.env("EVENT_BUS_PRODUCER", "redis")
+            .env("EVENT_BUS_REDIS_CONNECTION_URL", redis_support::url())
+            .env("EVENT_BUS_TOPIC_PREFIX", &prefix);
+        c
+    };
+    let produce = || {
+        let (code, err) = run(tool()
+            .args(["produce", "--event-type", ENROLLMENT, "--topic", "t", "--data"])
+            .arg(common::enrollment_data().to_string()));
+        assert_eq!(code, 0, "{err}");
+    };
+    produce();
+    let mut conn = redis_support::connect(&redis_support::url());
+    let good = redis_support::read_stream(&mut conn, &full).remove(0);
+    let _: () = redis::cmd("DEL").arg(&full).query(&mut conn).unwrap();
+    // The good entry's fields with one change each.
+    let with = |name: &[u8], value: Option<&[u8]>| -> Fields {
+        let mut fields: Fields = good
+            .fields
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.clone()))
+            .filter(|(k, _)| k != name)
+            .collect();
+        if let Some(v) = value {
+            fields.push((name.to_vec(), v.to_vec()));
+        }
+        fields
+    };
+    let renamed = |from: &str, to: &[u8]| -> Fields {
+        good.fields
+            .iter()
+            .map(|(k, v)| {
+                let k = if k == from { to.to_vec() } else { k.as_bytes().to_vec() };
+                (k, v.clone())
+            })
+            .collect()
+    };
+    let mut doubled_type = with(b"type", Some(ENROLLMENT.as_bytes()));
+    doubled_type.push((b"type".to_vec(), b"org.openedx.nobody.knows.v1".to_vec()));
+    let mut doubled_data = with(b"event_data", Some(good.get("event_data").unwrap()));
+    doubled_data.push((b"event_data".to_vec(), vec![0xff; 8]));
+    let hostile: Vec<(&str, Fields)> = vec![
+        ("type name not UTF-8", renamed("type", b"typ\xe9")),
+        ("type value not UTF-8", with(b"type", Some(b"org.openedx.caf\xe9.v1"))),
+        ("id name not UTF-8", renamed("id", b"\xff\xfe")),
+        ("no id", with(b"id", None)),
+        ("no time", with(b"time", None)),
+        ("no event_data", with(b"event_data", None)),
+        ("type twice", doubled_type),
+        ("event_data twice", doubled_data),
+        ("id not a UUID", with(b"id", Some(b"not-a-uuid"))),
+        ("time not a time", with(b"time", Some(b"yesterday"))),
+        ("time a leap second", with(b"time", Some(b"2016-12-31T23:59:60+00:00"))),
+        (
+            "huge minorversion",
+            with(b"minorversion", Some(b"99999999999999999999999")),
+        ),
+        ("minorversion not a number", with(b"minorversion", Some(b"three"))),
+        ("sourcelib not a version", with(b"sourcelib", Some(b"1.x"))),
+        ("event_data garbage", with(b"event_data", Some(&[0xff; 64]))),
+        ("event_data huge", with(b"event_data", Some(&vec![0x80; 1 << 20]))),
+        ("time huge", with(b"time", Some(&vec![b'9'; 1 << 16]))),
+    ];
+    for (_, fields) in &hostile {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&full).arg("*");
+        for (k, v) in fields {
+            cmd.arg(&k[..]).arg(&v[..]);
+        }
+        let _: String = cmd.query(&mut conn).unwrap();
+    }
+    produce();
+    let n = hostile.len() + 1;
+    let (code, err) = run(tool()
+        .args([
+            "consume",
+            "--topic",
+            "t",
+            "--group",
+            "g",
+            "--from-beginning",
+            "--timeout",
+            "60",
+        ])
+        .args(["--max", &n.to_string(), "--max-errors", "0"]));
+    assert_eq!(code, 0, "{err}");
+    let a = tool()
+        .args([
+            "consume",
+            "--topic",
+            "t",
+            "--group",
+            "g2",
+            "--from-beginning",
+            "--quiet",
+        ])
+        .args(["--max", &n.to_string(), "--max-errors", "0", "--timeout", "60"])
+        .assert()
+        .success();
+    let lines: Vec<serde_json::Value> = common::stdout(&a)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "only the good event is printed: {lines:?}");
+    assert_eq!(lines[0]["data"], common::enrollment_data());
+    assert_eq!(
+        redis_support::xlen(&mut conn, &dead),
+        2 * hostile.len(),
+        "each hostile entry dead-lettered by each group: {}",
+        stderr(&a)
+    );
 }
