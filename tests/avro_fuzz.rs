@@ -303,3 +303,102 @@ proptest! {
         prop_assert!(is_trailing);
     }
 }
+
+/// The empty sample with `at` written as `text`.
+fn sample_at(text: &str) -> Vec<u8> {
+    cat(&[&[0; 5], &long(text.len() as i64), text.as_bytes()])
+}
+
+/// Times Python's `datetime.fromisoformat` cannot read (a leap second, year 0, a value
+/// that an offset pushes past 9999 or before year 1) are refused when read, naming the
+/// reason, and a `DateTime<Utc>` Python cannot hold is refused at encode.
+#[test]
+fn times_python_cannot_read_are_refused_at_decode_and_at_encode() {
+    assert!(avro::decode::<Sample>(&sample_at("2016-12-31T23:59:59+00:00")).is_ok());
+    for (text, why) in [
+        ("2016-12-31T23:59:60+00:00", "leap second"),
+        ("2016-12-31T23:59:60.500000Z", "leap second"),
+        ("0000-06-01T00:00:00+00:00", "9999"),
+        ("9999-12-31T23:00:00-05:00", "9999"),
+        ("0001-01-01T00:30:00+01:00", "9999"),
+    ] {
+        let err = avro::decode::<Sample>(&sample_at(text))
+            .map(|s| s.at.to_rfc3339())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(why), "{text}: {err}");
+    }
+    let mut sample = avro::decode::<Sample>(&sample_at("2016-12-31T23:59:59+00:00")).unwrap();
+    for at in [
+        chrono::NaiveDate::from_ymd_opt(10000, 1, 1)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            .and_utc(),
+        chrono::NaiveDate::from_ymd_opt(0, 1, 1)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            .and_utc(),
+        chrono::NaiveDate::from_ymd_opt(2016, 12, 31)
+            .unwrap()
+            .and_hms_milli_opt(23, 59, 59, 1_500)
+            .unwrap()
+            .and_utc(),
+    ] {
+        sample.at = at;
+        let err = avro::encode(&sample).map(hex_of).unwrap_err().to_string();
+        assert!(err.contains("Python"), "{at:?}: {err}");
+    }
+}
+
+fn hex_of(bytes: Vec<u8>) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Sent by this test only: arrays of arrays of zero-size records.
+#[openedx_event("org.openedx.learning.avro_fuzz.nested.v1")]
+#[derive(Clone, Debug, PartialEq)]
+pub struct Nested {
+    /// Rows of nothing.
+    pub grid: Vec<Vec<Nothing>>,
+}
+
+/// Each array of zero-size items is bounded; nested arrays multiply the bounds, so a
+/// forged message of a few hundred bytes could demand 2^20 iterations per inner array,
+/// times the outer count: the iterations of a whole message are bounded too.
+#[test]
+fn nested_arrays_of_zero_size_items_are_bounded_per_message() {
+    let ok = cat(&[&long(3), &long(2), &[0], &[0], &long(1), &[0], &[0]]);
+    assert_eq!(
+        avro::decode::<Nested>(&ok)
+            .unwrap()
+            .grid
+            .iter()
+            .map(Vec::len)
+            .sum::<usize>(),
+        3
+    );
+    let row = cat(&[&long(1 << 20), &[0]]);
+    let rows = 64;
+    let mut forged = long(rows);
+    for _ in 0..rows {
+        forged.extend_from_slice(&row);
+    }
+    forged.push(0);
+    assert!(forged.len() < 400, "{} bytes", forged.len());
+    let start = std::time::Instant::now();
+    let result = avro::decode::<Nested>(&forged).map(|n| n.grid.len());
+    let took = start.elapsed();
+    assert!(
+        result.is_err(),
+        "decoded {result:?}: 2^26 items from {} bytes, in {took:?}",
+        forged.len()
+    );
+    assert!(took.as_millis() < 2000, "took {took:?}");
+    // Through a writer schema (a schema a peer registered) too.
+    let writer: serde_avro_fast::Schema = Nested::avro_schema().registry_text().parse().unwrap();
+    let start = std::time::Instant::now();
+    assert!(avro::decode_with_writer_schema::<Nested>(&forged, &writer).is_err());
+    assert!(start.elapsed().as_millis() < 2000, "took {:?}", start.elapsed());
+}

@@ -273,3 +273,76 @@ fn every_problem_is_reported_and_start_is_refused() {
         "{err}"
     );
 }
+
+/// The only test of this binary that starts a bus from the process environment (the
+/// others give settings), so the variables it sets reach no other test.
+#[test]
+fn settings_from_an_environment_with_non_utf8_values_never_panic() {
+    use std::os::unix::ffi::OsStrExt;
+    let not_utf8 = std::ffi::OsStr::from_bytes(b"caf\xe9");
+    // A variable that is none of ours does not matter.
+    std::env::set_var("OEV_TEST_UNRELATED_NON_UTF8", not_utf8);
+    let settings = Settings::from_env();
+    assert!(settings.iter().all(|(k, _)| k.starts_with("EVENT")), "{settings:?}");
+    let bus = EventBus::builder().start().expect("an unrelated variable is ignored");
+    drop(bus);
+    // One of ours that is not UTF-8: start-up is refused, naming the variable.
+    std::env::set_var("EVENT_BUS_OEV_TEST_NON_UTF8", not_utf8);
+    let err = EventBus::builder().start().map(drop).unwrap_err().to_string();
+    std::env::remove_var("EVENT_BUS_OEV_TEST_NON_UTF8");
+    std::env::remove_var("OEV_TEST_UNRELATED_NON_UTF8");
+    assert!(
+        err.contains("EVENT_BUS_OEV_TEST_NON_UTF8") && err.contains("UTF-8"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_override_for_an_unknown_event_type_with_no_topics_is_reported() {
+    let base = ProducerConfig::from_json_str(&format!(
+        r#"{{"{EVENT}": {{"blocks": {{"event_key_field": "block.usage_key", "enabled": true}}}}}}"#
+    ))
+    .unwrap();
+    let overrides = ProducerConfig::from_json_str(r#"{"org.openedx.bogus.v1": {}}"#).unwrap();
+    let merged = base.merged(&overrides);
+    let errs = merged.validate().map(drop).unwrap_err().0;
+    assert!(
+        matches!(&errs[..], [ConfigError::UnknownEventType { event_type, .. }] if event_type == "org.openedx.bogus.v1"),
+        "{errs:?}"
+    );
+    // The list shape too, and through start-up.
+    let settings = Settings::new().with("EVENT_BUS_PRODUCER_CONFIG", r#"{"org.openedx.bogus.v1": []}"#);
+    let err = EventBus::builder()
+        .settings(settings)
+        .start()
+        .map(drop)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("org.openedx.bogus.v1"), "{err}");
+}
+
+#[test]
+fn a_key_given_twice_in_a_json_config_is_refused_naming_it() {
+    let entry = r#"{"event_key_field": "block.usage_key", "enabled": true}"#;
+    let twice = format!(
+        r#"{{"{EVENT}": {{"blocks": {entry}, "blocks": {{"event_key_field": "block.nope", "enabled": false}}}}}}"#
+    );
+    let errs = ProducerConfig::from_json_str(&twice).map(drop).unwrap_err().0;
+    assert!(
+        errs[0]
+            .to_string()
+            .contains(&format!("`\"{EVENT}\".blocks` is given twice")),
+        "{errs:?}"
+    );
+    let settings = Settings::new().with(
+        "EVENT_BUS_PRODUCER_CONFIG",
+        format!(r#"{{"{EVENT}": {{"blocks": {entry}}}, "{EVENT}": {{}}}}"#),
+    );
+    let err = EventBus::builder()
+        .settings(settings)
+        .start()
+        .map(drop)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is given twice"), "{err}");
+}

@@ -342,3 +342,89 @@ fn catalog_events_are_found_by_type_string() {
     assert_eq!(produced.len(), 1);
     assert_eq!(produced[0].key, Some(EventKey::String(usage_key.to_string())));
 }
+
+#[tokio::test]
+async fn an_async_receiver_panicking_before_its_future_does_not_stop_the_event_being_produced() {
+    // Connected before the bus, so it runs before the producing handler.
+    CertGranted::signal().connect_async(|ev: openedx_events::Envelope<CertGranted>| {
+        let mentor = ev.data.cert.mentor.clone().expect("a mentor");
+        async move { drop(mentor) }
+    });
+    let bus = EventBus::builder()
+        .producer_config(config())
+        .settings(Settings::new())
+        .start()
+        .unwrap();
+    let responses = CertGranted::signal().send_event(cert(7, None));
+    assert!(matches!(&responses[0].outcome, openedx_events::Outcome::Panicked(m) if m == "a mentor"));
+    assert_eq!(
+        bus.memory().unwrap().len("learning-cert-users"),
+        1,
+        "the bus handler after the panicking receiver ran"
+    );
+}
+
+#[test]
+fn an_event_whose_metadata_time_python_cannot_read_is_not_produced() {
+    let bus = EventBus::builder()
+        .producer_config(config())
+        .settings(Settings::new())
+        .start()
+        .unwrap();
+    let mut metadata = EventMetadata::generate(CertGranted::EVENT_TYPE, 0);
+    metadata.time = chrono::NaiveDate::from_ymd_opt(10000, 1, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
+    let env = openedx_events::Envelope {
+        data: Arc::new(cert(7, None)),
+        metadata,
+        from_event_bus: false,
+    };
+    CertGranted::signal().dispatch(&env, SendMode::Robust).unwrap();
+    assert!(
+        bus.memory().unwrap().is_empty(),
+        "a time past 9999 would be written as +10000-..., which Python cannot read"
+    );
+}
+
+#[test]
+fn a_second_live_bus_producing_the_same_event_type_is_refused() {
+    let first = EventBus::builder()
+        .producer_config(config())
+        .settings(Settings::new())
+        .start()
+        .unwrap();
+    let err = EventBus::builder()
+        .producer_config(config())
+        .settings(Settings::new())
+        .start()
+        .map(drop)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(CertGranted::EVENT_TYPE) && err.contains("already"),
+        "{err}"
+    );
+    // A bus for other event types may run beside it.
+    let other = EventBus::builder()
+        .producer_config(producer_config! {
+            "org.openedx.content_authoring.xblock.published.v1" => [
+                { topic: "content-authoring-xblock-lifecycle", event_key_field: "xblock_info.usage_key", enabled: true },
+            ],
+        })
+        .settings(Settings::new())
+        .start()
+        .expect("no event type in common");
+    CertGranted::signal().send_event(cert(7, None));
+    assert_eq!(first.memory().unwrap().len("learning-cert-users"), 1, "produced once");
+    assert_eq!(CertGranted::signal().receiver_count(), 1, "one producing handler");
+    drop(first);
+    let second = EventBus::builder()
+        .producer_config(config())
+        .settings(Settings::new())
+        .start()
+        .expect("the first bus is gone");
+    drop((second, other));
+}

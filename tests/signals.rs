@@ -176,3 +176,89 @@ fn plain_send_outside_a_runtime_reports_async_receivers() {
     let responses = TestSent::signal().send_event(TestSent { n: 1 });
     assert!(matches!(&responses[0].outcome, Outcome::Failed(e) if e.to_string().contains("send_event_async")));
 }
+
+/// An async receiver whose synchronous part (before the first `.await`) panics, as
+/// `connect_async(|ev| { ev.data.x.unwrap(); async {} })` does.
+fn panicking_before_its_future(ev: openedx_events::Envelope<TestSent>) -> std::future::Ready<()> {
+    assert!(ev.data.n < 0, "sync part exploded");
+    std::future::ready(())
+}
+
+#[tokio::test]
+async fn panic_in_the_sync_part_of_an_async_receiver_is_reported_by_send_event_async() {
+    let calls = log();
+    TestSent::signal().connect_async(panicking_before_its_future);
+    let c = calls.clone();
+    TestSent::signal().connect(move |_| c.lock().unwrap().push("after".to_owned()));
+    let responses = TestSent::signal().send_event_async(TestSent { n: 1 }).await;
+    assert!(
+        matches!(&responses[0].outcome, Outcome::Panicked(m) if m == "sync part exploded"),
+        "{responses:?}"
+    );
+    assert!(matches!(responses[1].outcome, Outcome::Ok));
+    assert_eq!(*calls.lock().unwrap(), ["after"], "the receivers after it still run");
+}
+
+#[tokio::test]
+async fn panic_in_the_sync_part_of_an_async_receiver_is_reported_by_plain_send_event() {
+    let calls = log();
+    TestSent::signal().connect_async(panicking_before_its_future);
+    let c = calls.clone();
+    TestSent::signal().connect(move |_| c.lock().unwrap().push("after".to_owned()));
+    let responses = TestSent::signal().send_event(TestSent { n: 1 });
+    assert!(
+        matches!(&responses[0].outcome, Outcome::Panicked(m) if m == "sync part exploded"),
+        "{responses:?}"
+    );
+    assert_eq!(*calls.lock().unwrap(), ["after"], "the receivers after it still run");
+}
+
+#[tokio::test]
+async fn panic_in_the_sync_part_of_an_async_receiver_fails_a_consumed_message_without_unwinding() {
+    TestSent::signal().connect_async(panicking_before_its_future);
+    let metadata = EventMetadata::generate(TestSent::EVENT_TYPE, 0);
+    let data = openedx_events::avro::encode(&TestSent { n: 1 }).unwrap();
+    // `consumer::dispatch` is what both backends await per message: it must return an
+    // error (retried, then dead-lettered), not unwind through the consumer loop.
+    let result = openedx_events::consumer::dispatch(metadata, &data).await;
+    match result {
+        Err(openedx_events::consumer::DispatchError::ReceiversFailed(f)) => {
+            assert!(f[0].contains("panicked: sync part exploded"), "{f:?}")
+        }
+        other => panic!("expected ReceiversFailed, got {other:?}"),
+    }
+}
+
+/// Touches `TestSent`'s signal when dropped, as a receiver's captured state may.
+struct TouchesTheSignalOnDrop;
+
+impl Drop for TouchesTheSignalOnDrop {
+    fn drop(&mut self) {
+        TestSent::signal().connect(|_| {});
+    }
+}
+
+/// Runs `f` on a thread and fails if it has not returned within 10 s (a deadlock).
+fn within_10s(f: impl FnOnce() + Send + 'static) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(10))
+        .expect("deadlock: did not return within 10 s");
+}
+
+#[test]
+fn disconnect_drops_the_receiver_outside_the_signal_lock() {
+    let state = TouchesTheSignalOnDrop;
+    let id = TestSent::signal().connect(move |_| {
+        let _ = &state;
+    });
+    within_10s(move || assert!(TestSent::signal().disconnect(id)));
+    assert_eq!(
+        TestSent::signal().receiver_count(),
+        1,
+        "the receiver the drop connected"
+    );
+}

@@ -144,7 +144,8 @@ pub(crate) fn run(args: CheckConfigArgs) -> Result<(), CliError> {
             Err(errors) => problems.extend(errors.0.into_iter().map(|error| Problem { file: None, error })),
         }
     }
-    let prefix = Settings::from_env().topic_prefix().map(str::to_owned);
+    let settings = Settings::try_from_env().map_err(|e| CliError::bad_input(e.to_string()))?;
+    let prefix = settings.topic_prefix().map(str::to_owned);
     if args.json {
         let routes: Vec<Value> = routes
             .iter()

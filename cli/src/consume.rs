@@ -69,7 +69,7 @@ enum From {
 }
 
 pub(crate) async fn run(args: ConsumeArgs) -> Result<(), CliError> {
-    let settings = Settings::from_env();
+    let settings = Settings::try_from_env().map_err(|e| CliError::bad_input(e.to_string()))?;
     let kind = settings
         .producer_kind()
         .map_err(|e| CliError::bad_input(e.to_string()))?;
@@ -84,7 +84,10 @@ pub(crate) async fn run(args: ConsumeArgs) -> Result<(), CliError> {
     } else if let Some(t) = &args.from_time {
         let time =
             openedx_events::time::parse(t).map_err(|e| CliError::bad_input(format!("--from-time {t:?}: {e}")))?;
-        From::TimeMs(time.timestamp_millis())
+        // Before 1970 the timestamp is negative, which Kafka reads as a position (-1 the
+        // end, -2 the start) or refuses: the first event at or after such a time is the
+        // oldest one, the one at or after the epoch (Kafka has no earlier timestamps).
+        From::TimeMs(time.timestamp_millis().max(0))
     } else if let Some(id) = &args.from_id {
         From::Id(id.clone())
     } else {

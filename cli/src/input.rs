@@ -29,9 +29,11 @@ pub(crate) fn read_arg(arg: &str) -> Result<(Vec<u8>, String), CliError> {
     }
 }
 
-/// Parses JSON text, naming its origin, line and column on error.
+/// Parses JSON text, naming its origin, line and column on error. A key given twice in
+/// one object is an error naming its path (serde_json would keep the last one silently).
 pub(crate) fn parse_json(bytes: &[u8], origin: &str) -> Result<Value, CliError> {
-    serde_json::from_slice(bytes).map_err(|e| CliError::bad_input(format!("{origin} is not valid JSON: {e}")))
+    openedx_events::config::parse_json_unique_keys(bytes)
+        .map_err(|e| CliError::bad_input(format!("{origin} is not valid JSON: {e}")))
 }
 
 /// Parses hex (whitespace, `0x` prefix and `:` separators allowed).

@@ -73,7 +73,7 @@ pub(crate) async fn run(args: ProduceArgs) -> Result<(), CliError> {
         }
         None => (None, None),
     };
-    let settings = Settings::from_env();
+    let settings = Settings::try_from_env().map_err(|e| CliError::bad_input(e.to_string()))?;
     let kind = settings
         .producer_kind()
         .map_err(|e| CliError::bad_input(e.to_string()))?;

@@ -292,6 +292,26 @@ fn consume_prints_events_from_the_beginning_an_offset_or_a_time() {
     assert_eq!(stdout(&a), "");
 }
 
+/// A time before 1970 is a negative timestamp, and Kafka reads -1 as "the end" and -2
+/// as "the start": the first event at or after such a time is the oldest one.
+#[test]
+fn consume_from_a_time_before_1970_starts_at_the_oldest_event() {
+    let f = Fixture::new(1);
+    for n in 1..=2 {
+        f.produce(&block(n));
+    }
+    for time in ["1969-12-31T23:59:59.999Z", "1900-01-01T00:00:00Z"] {
+        let a = f
+            .tool()
+            .args(["consume", "--topic", TOPIC, "--group", &unique("g"), "--max", "2"])
+            .args(["--timeout", "15", "--from-time", time])
+            .assert()
+            .success();
+        let got: Vec<Value> = lines(&a).into_iter().map(|l| l["data"].clone()).collect();
+        assert_eq!(got, vec![block(1), block(2)], "{time}: {}", stderr(&a));
+    }
+}
+
 #[test]
 fn kafka_bad_arguments_and_backend_failures_have_their_exit_codes() {
     let f = Fixture::new(1);

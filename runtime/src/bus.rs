@@ -11,7 +11,7 @@ use crate::event::{registry, DuplicateEventType, ErasedKey, EventOps, OpenEdxEve
 use crate::key::EventKey;
 use crate::producer::memory::MemoryProducer;
 use crate::producer::{KeyFieldInfo, NoProducer, Producer, ProducerRecord};
-use crate::settings::{ProducerKind, Settings, UnknownProducer};
+use crate::settings::{NonUnicodeSetting, ProducerKind, Settings, UnknownProducer};
 use crate::signal::{Envelope, ReceiverId};
 
 /// The producer configuration declared with `producer_config!`, checked at build time.
@@ -108,6 +108,20 @@ pub enum StartError {
     /// `EVENT_BUS_PRODUCER` names no backend.
     #[error(transparent)]
     UnknownProducer(#[from] UnknownProducer),
+    /// An `EVENT_BUS_*` or `EVENTS_*` environment variable is not UTF-8.
+    #[error(transparent)]
+    Settings(#[from] NonUnicodeSetting),
+    /// Another live [`EventBus`] of this process already produces these event types:
+    /// a second one would produce each of their events twice.
+    #[error(
+        "another EventBus of this process already produces {}: a second one would produce each event twice \
+         (drop or shut down the first one, or configure each event type on one bus only)",
+        .event_types.join(", ")
+    )]
+    AlreadyProducing {
+        /// The event types both buses would produce.
+        event_types: Vec<&'static str>,
+    },
     /// The backend could not be created.
     #[error("cannot start the {backend} producer: {message}")]
     Producer {
@@ -134,6 +148,17 @@ pub(crate) fn connect_handler<E: OpenEdxEvent>(routes: Arc<[HandlerRoute]>, prod
 fn handle<E: OpenEdxEvent>(env: &Envelope<E>, routes: &[HandlerRoute], producer: &dyn Producer) {
     if env.from_event_bus {
         // Consumed from the bus: producing it again would loop.
+        return;
+    }
+    if let Err(problem) = crate::time::check_python(&env.metadata.time) {
+        // Metadata built by hand (`Signal::dispatch`): a Python consumer could not read
+        // its `time`, so it is not written anywhere.
+        tracing::error!(
+            event_type = E::EVENT_TYPE,
+            event_id = %env.metadata.id,
+            error = %problem,
+            "event not produced: its metadata time cannot be written"
+        );
         return;
     }
     for route in routes {
@@ -228,19 +253,20 @@ impl EventBusBuilder {
 
     /// Validates everything, creates the producer and connects the handlers.
     /// Redis and Kafka producers need to be started inside a tokio runtime.
+    /// Refused when another live bus already produces one of the event types (see
+    /// [`EventBus`]).
     pub fn start(self) -> Result<EventBus, StartError> {
         registry::check()?;
         registry::check_record_names()?;
-        let settings = self.settings.clone().unwrap_or_else(Settings::from_env);
+        let settings = match self.settings.clone() {
+            Some(s) => s,
+            None => Settings::try_from_env()?,
+        };
         if let Some(service) = settings.service_name() {
             crate::metadata::set_service_name(service);
         }
         let config = self.effective_config(&settings)?;
         let routes = config.validate()?;
-        let producer = match self.producer.clone() {
-            Some(p) => p,
-            None => make_producer(&settings, self.memory_capacity)?,
-        };
         let prefix = settings.topic_prefix().map(str::to_owned);
 
         let mut by_event: Vec<(&'static dyn EventOps, Vec<HandlerRoute>)> = Vec::new();
@@ -273,6 +299,12 @@ impl EventBusBuilder {
                 None => by_event.push((ops, vec![handler_route])),
             }
         }
+        // Checked before the producer is created: a refused bus connects to nothing.
+        let reservation = Reservation::take(by_event.iter().map(|(ops, _)| ops.event_type()).collect())?;
+        let producer = match self.producer.clone() {
+            Some(p) => p,
+            None => make_producer(&settings, self.memory_capacity)?,
+        };
         let infos: Vec<crate::producer::RouteInfo> = by_event
             .iter()
             .flat_map(|(ops, list)| {
@@ -302,7 +334,35 @@ impl EventBusBuilder {
             producer,
             connected,
             active,
+            reservation,
         })
+    }
+}
+
+/// The event types that have a producing handler connected, process-wide: one live bus
+/// per event type, so that no event is produced twice.
+static PRODUCING: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+
+/// A bus's claim on its event types; released when dropped.
+#[derive(Debug)]
+struct Reservation(Vec<&'static str>);
+
+impl Reservation {
+    fn take(event_types: Vec<&'static str>) -> Result<Self, StartError> {
+        let mut producing = PRODUCING.lock().unwrap_or_else(|e| e.into_inner());
+        let taken: Vec<&'static str> = event_types.iter().copied().filter(|t| producing.contains(t)).collect();
+        if !taken.is_empty() {
+            return Err(StartError::AlreadyProducing { event_types: taken });
+        }
+        producing.extend(event_types.iter().copied());
+        Ok(Self(event_types))
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut producing = PRODUCING.lock().unwrap_or_else(|e| e.into_inner());
+        producing.retain(|t| !self.0.contains(t));
     }
 }
 
@@ -330,6 +390,12 @@ pub struct ActiveRoute {
 }
 
 /// A running event bus: the handlers are connected while it lives.
+///
+/// A process has at most one live bus per event type: [`EventBusBuilder::start`]
+/// refuses ([`StartError::AlreadyProducing`]) a bus that would produce an event type
+/// another live bus produces, since each of its events would be produced twice.
+/// Buses for disjoint event types may run side by side; dropping or shutting down a
+/// bus releases its event types.
 ///
 /// ```
 /// use openedx_events::{openedx_event, producer_config, EventBus, OpenEdxEvent, Settings};
@@ -360,6 +426,8 @@ pub struct EventBus {
     producer: Arc<dyn Producer>,
     connected: Vec<(&'static dyn EventOps, ReceiverId)>,
     active: Vec<ActiveRoute>,
+    /// Released after the handlers are disconnected (the last field is dropped last).
+    reservation: Reservation,
 }
 
 impl std::fmt::Debug for EventBus {
@@ -407,6 +475,8 @@ impl EventBus {
         for (ops, id) in self.connected.drain(..) {
             ops.disconnect(id);
         }
+        // The handlers are gone: another bus may produce these event types now.
+        drop(std::mem::replace(&mut self.reservation, Reservation(Vec::new())));
     }
 }
 

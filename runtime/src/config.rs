@@ -213,9 +213,10 @@ impl ProducerConfig {
         Self::default()
     }
 
-    /// Parses JSON in either shape.
+    /// Parses JSON in either shape. A key given twice in one object (an event type, a
+    /// topic, a setting) is refused: the second would silently replace the first.
     pub fn from_json_str(text: &str) -> Result<Self, ConfigErrors> {
-        let value: Value = serde_json::from_str(text).map_err(|e| ConfigError::Malformed {
+        let value: Value = parse_json_unique_keys(text.as_bytes()).map_err(|e| ConfigError::Malformed {
             format: "JSON",
             message: e.to_string(),
         })?;
@@ -360,21 +361,23 @@ impl ProducerConfig {
     }
 
     /// `merge_producer_configs(self, overrides)`: every pair of `overrides` is
-    /// added; for a pair in both, each setting the override sets wins.
+    /// added; for a pair in both, each setting the override sets wins. An event type
+    /// the override lists with no topic is kept (with no topic), so that
+    /// [`ProducerConfig::validate`] reports it if no event has that type.
     pub fn merged(&self, overrides: &ProducerConfig) -> ProducerConfig {
         let mut out = self.clone();
-        for (event_type, topic, o) in overrides.iter() {
-            let entry = out
-                .events
-                .entry(event_type.to_owned())
-                .or_default()
-                .entry(topic.to_owned())
-                .or_default();
-            if o.event_key_field.is_some() {
-                entry.event_key_field = o.event_key_field.clone();
-            }
-            if o.enabled.is_some() {
-                entry.enabled = o.enabled;
+        for (event_type, topics) in &overrides.events {
+            // The event type is kept even when it lists no topic, so that `validate`
+            // reports an unknown one (as Python's start-up does) instead of dropping it.
+            let event = out.events.entry(event_type.clone()).or_default();
+            for (topic, o) in topics {
+                let entry = event.entry(topic.clone()).or_default();
+                if o.event_key_field.is_some() {
+                    entry.event_key_field = o.event_key_field.clone();
+                }
+                if o.enabled.is_some() {
+                    entry.enabled = o.enabled;
+                }
             }
         }
         out
@@ -461,6 +464,104 @@ impl ProducerConfig {
             Err(ConfigErrors(errors))
         }
     }
+}
+
+/// Parses JSON text like `serde_json::from_slice`, but refuses an object that has a key
+/// twice (serde_json keeps the last one silently), naming the key's path.
+///
+/// ```
+/// use openedx_events::config::parse_json_unique_keys;
+/// assert!(parse_json_unique_keys(br#"{"a": {"b": 1, "c": [2]}}"#).is_ok());
+/// let err = parse_json_unique_keys(br#"{"a": {"b": 1, "b": 2}}"#).unwrap_err();
+/// assert!(err.to_string().starts_with("`a.b` is given twice"), "{err}");
+/// let err = parse_json_unique_keys(br#"{"org.x.v1": {"t": 1, "t": 2}}"#).unwrap_err();
+/// assert!(err.to_string().starts_with(r#"`"org.x.v1".t` is given twice"#), "{err}");
+/// ```
+pub fn parse_json_unique_keys(text: &[u8]) -> Result<Value, serde_json::Error> {
+    use serde::de::{DeserializeSeed, Deserializer, Error, MapAccess, SeqAccess, Visitor};
+
+    struct Unique<'a>(&'a str);
+
+    impl Unique<'_> {
+        /// `parent.key`; a key that is not a plain name (an event type has dots) is quoted.
+        fn child(&self, key: &str) -> String {
+            let plain = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            let key = if plain { key.to_owned() } else { format!("{key:?}") };
+            if self.0.is_empty() {
+                key
+            } else {
+                format!("{}.{key}", self.0)
+            }
+        }
+    }
+
+    impl<'de> DeserializeSeed<'de> for Unique<'_> {
+        type Value = Value;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Unique<'_> {
+        type Value = Value;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON value")
+        }
+        fn visit_bool<E: Error>(self, v: bool) -> Result<Value, E> {
+            Ok(Value::Bool(v))
+        }
+        fn visit_i64<E: Error>(self, v: i64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+        fn visit_u64<E: Error>(self, v: u64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+        fn visit_f64<E: Error>(self, v: f64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+        fn visit_str<E: Error>(self, v: &str) -> Result<Value, E> {
+            Ok(Value::String(v.to_owned()))
+        }
+        fn visit_string<E: Error>(self, v: String) -> Result<Value, E> {
+            Ok(Value::String(v))
+        }
+        fn visit_unit<E: Error>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_none<E: Error>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(self)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            let mut out = Vec::new();
+            loop {
+                let path = format!("{}[{}]", self.0, out.len());
+                match seq.next_element_seed(Unique(&path))? {
+                    Some(v) => out.push(v),
+                    None => return Ok(Value::Array(out)),
+                }
+            }
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let mut out = serde_json::Map::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let path = self.child(&key);
+                if out.contains_key(&key) {
+                    return Err(A::Error::custom(format_args!("`{path}` is given twice")));
+                }
+                let value = map.next_value_seed(Unique(&path))?;
+                out.insert(key, value);
+            }
+            Ok(Value::Object(out))
+        }
+    }
+
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let value = Unique("").deserialize(&mut de)?;
+    de.end()?;
+    Ok(value)
 }
 
 fn read_settings(

@@ -432,7 +432,13 @@ impl EventField for DateTime<Utc> {
     fn serialize_field<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match time::format_into(self, &mut [0; time::ISO_LEN]) {
             Some(text) => serializer.serialize_str(text),
-            None => serializer.collect_str(&time::IsoFormat(self)),
+            // Python could not read it back: refuse rather than write it (no value: PII).
+            None => Err(serde::ser::Error::custom(format_args!(
+                "a date-time {}",
+                time::check_python(self)
+                    .err()
+                    .map_or_else(String::new, |p| p.to_string())
+            ))),
         }
     }
     fn deserialize_field<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -326,8 +326,16 @@ impl<E: OpenEdxEvent> EventOps for Ops<E> {
     fn decode_avro_traced(&self, bytes: &[u8]) -> Result<Arc<dyn AnyEvent>, TracedDecodeError> {
         use std::io::BufRead;
         let schema = E::avro_schema();
+        let max_seq_size = schema.max_seq_size(bytes.len());
+        if max_seq_size > bytes.len() {
+            crate::avro::check_item_budget(bytes, schema.parsed(), max_seq_size).map_err(|e| TracedDecodeError {
+                event_type: E::EVENT_TYPE,
+                path: None,
+                message: e.to_string(),
+            })?;
+        }
         let mut config = serde_avro_fast::de::DeserializerConfig::new(schema.parsed());
-        config.max_seq_size = schema.max_seq_size(bytes.len());
+        config.max_seq_size = max_seq_size;
         let mut state = serde_avro_fast::de::DeserializerState::with_config(
             serde_avro_fast::de::read::SliceRead::new(bytes),
             config,

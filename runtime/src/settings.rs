@@ -37,6 +37,14 @@ pub enum ProducerKind {
 #[error("EVENT_BUS_PRODUCER={0:?} names no producer; use memory, redis, kafka or none")]
 pub struct UnknownProducer(pub String);
 
+/// An `EVENT_BUS_*` or `EVENTS_*` environment variable whose value is not UTF-8.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("environment variable {name} is not valid UTF-8")]
+pub struct NonUnicodeSetting {
+    /// The variable's name (lossily decoded if the name itself is not UTF-8).
+    pub name: String,
+}
+
 impl Settings {
     /// No settings.
     pub fn new() -> Self {
@@ -44,11 +52,54 @@ impl Settings {
     }
 
     /// The process environment's `EVENT_BUS_*` and `EVENTS_*` variables.
+    ///
+    /// Never panics: variables that are none of ours are ignored whatever their bytes,
+    /// and one of ours that is not UTF-8 is left out with an error log naming it (its
+    /// value is not logged). [`Settings::try_from_env`] refuses it instead, as
+    /// [`EventBus::start`](crate::EventBus) does.
     pub fn from_env() -> Self {
-        let values = std::env::vars()
-            .filter(|(k, _)| k.starts_with("EVENT_BUS_") || k.starts_with("EVENTS_"))
-            .collect();
+        let mut values = BTreeMap::new();
+        for item in Self::read_env() {
+            match item {
+                Ok((k, v)) => {
+                    values.insert(k, v);
+                }
+                Err(e) => tracing::error!(variable = %e.name, "ignoring a setting that is not UTF-8"),
+            }
+        }
         Self { values }
+    }
+
+    /// The process environment's `EVENT_BUS_*` and `EVENTS_*` variables, refusing one
+    /// whose value (or name) is not UTF-8. Variables that are none of ours are ignored,
+    /// whatever their bytes.
+    ///
+    /// ```
+    /// let settings = openedx_events::Settings::try_from_env().expect("UTF-8 settings");
+    /// assert!(settings.iter().all(|(k, _)| k.starts_with("EVENT")));
+    /// ```
+    pub fn try_from_env() -> Result<Self, NonUnicodeSetting> {
+        let values = Self::read_env().collect::<Result<_, _>>()?;
+        Ok(Self { values })
+    }
+
+    fn read_env() -> impl Iterator<Item = Result<(String, String), NonUnicodeSetting>> {
+        fn ours(name: &[u8]) -> bool {
+            name.starts_with(b"EVENT_BUS_") || name.starts_with(b"EVENTS_")
+        }
+        // `vars_os`: `std::env::vars` panics on any variable that is not UTF-8.
+        std::env::vars_os().filter_map(|(k, v)| {
+            if !ours(k.as_encoded_bytes()) {
+                return None;
+            }
+            Some(match (k.into_string(), v.into_string()) {
+                (Ok(k), Ok(v)) => Ok((k, v)),
+                (Ok(name), Err(_)) => Err(NonUnicodeSetting { name }),
+                (Err(k), _) => Err(NonUnicodeSetting {
+                    name: k.to_string_lossy().into_owned(),
+                }),
+            })
+        })
     }
 
     /// Sets one setting, by value.

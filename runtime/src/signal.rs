@@ -211,7 +211,10 @@ impl<E: OpenEdxEvent> Signal<E> {
         let mut guard = self.receivers.write().unwrap_or_else(|e| e.into_inner());
         let mut list: Vec<Entry<E>> = guard.as_deref().map(<[_]>::to_vec).unwrap_or_default();
         list.push(Entry { id, name, callback });
-        *guard = Some(list.into());
+        let old = guard.replace(list.into());
+        drop(guard);
+        // Dropped after the lock is released (see `disconnect`).
+        drop(old);
         id
     }
 
@@ -245,6 +248,11 @@ impl<E: OpenEdxEvent> Signal<E> {
     }
 
     /// Disconnects a receiver; returns `false` if it was not connected.
+    ///
+    /// The receiver (and what its closure captured) is dropped after the signal's lock
+    /// is released, so a captured value whose `Drop` uses this signal (connects,
+    /// disconnects, sends) does not deadlock. When a send running on another thread
+    /// still holds the receiver, it is dropped when that send ends.
     pub fn disconnect(&self, id: ReceiverId) -> bool {
         let mut guard = self.receivers.write().unwrap_or_else(|e| e.into_inner());
         let Some(list) = guard.as_deref() else { return false };
@@ -252,7 +260,11 @@ impl<E: OpenEdxEvent> Signal<E> {
             return false;
         }
         let kept: Vec<Entry<E>> = list.iter().filter(|e| e.id != id).cloned().collect();
-        *guard = if kept.is_empty() { None } else { Some(kept.into()) };
+        let removed = std::mem::replace(&mut *guard, if kept.is_empty() { None } else { Some(kept.into()) });
+        drop(guard);
+        // The last reference to the removed receiver may be in `removed`: drop it
+        // without holding the lock.
+        drop(removed);
         true
     }
 
@@ -342,7 +354,13 @@ impl<E: OpenEdxEvent> Signal<E> {
                 Callback::Sync(f) => call_sync(f, env, mode),
                 Callback::Async(f) => match tokio::runtime::Handle::try_current() {
                     Ok(handle) => {
-                        let fut = f(env.clone());
+                        let fut = match start_async(f, env, mode) {
+                            Ok(fut) => fut,
+                            Err(panicked) => {
+                                out.push(respond::<E>(entry, panicked, mode)?);
+                                continue;
+                            }
+                        };
                         let name = entry.name;
                         let event_type = E::EVENT_TYPE;
                         let id = env.metadata.id;
@@ -404,7 +422,13 @@ impl<E: OpenEdxEvent> Signal<E> {
             let outcome = match &entry.callback {
                 Callback::Sync(f) => call_sync(f, &env, mode),
                 Callback::Async(f) => {
-                    let fut = f(env.clone());
+                    let fut = match start_async(f, &env, mode) {
+                        Ok(fut) => fut,
+                        Err(panicked) => {
+                            out.push(respond::<E>(entry, panicked, mode)?);
+                            continue;
+                        }
+                    };
                     if mode == SendMode::Strict {
                         match fut.await {
                             Ok(()) => Outcome::Ok,
@@ -439,6 +463,21 @@ fn respond<E: OpenEdxEvent>(entry: &Entry<E>, outcome: Outcome, mode: SendMode) 
             outcome,
         }),
     }
+}
+
+/// Runs the synchronous part of an async receiver (the call that makes its future).
+/// Robust sending catches a panic there as it catches one in the future: `Err` holds
+/// the [`Outcome::Panicked`]. Strict sending lets it unwind, as it does for plain
+/// receivers.
+fn start_async<E>(
+    f: &AsyncFn<E>,
+    env: &Envelope<E>,
+    mode: SendMode,
+) -> Result<BoxFuture<'static, Result<(), BoxError>>, Outcome> {
+    if mode == SendMode::Strict {
+        return Ok(f(env.clone()));
+    }
+    catch_unwind(AssertUnwindSafe(|| f(env.clone()))).map_err(|p| Outcome::Panicked(panic_message(&*p)))
 }
 
 fn call_sync<E>(f: &SyncFn<E>, env: &Envelope<E>, mode: SendMode) -> Outcome {

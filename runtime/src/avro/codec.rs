@@ -1,7 +1,9 @@
 //! Event data as schemaless Avro binary (no container, no header), straight between the
 //! typed Rust event and the bytes: no intermediate Avro value per event.
 
+use std::collections::HashMap;
 use std::io::BufRead;
+use std::sync::Mutex;
 
 use serde_avro_fast::de::read::SliceRead;
 use serde_avro_fast::de::{DeserializerConfig, DeserializerState};
@@ -104,12 +106,9 @@ pub fn encode<E: OpenEdxEvent>(event: &E) -> Result<Vec<u8>, EncodeError> {
 /// the input's length (block counts and lengths are checked against the bytes present).
 pub fn decode<E: OpenEdxEvent>(bytes: &[u8]) -> Result<E, DecodeError> {
     let schema = E::avro_schema();
-    decode_datum(
-        bytes,
-        schema.parsed(),
-        schema.max_seq_size(bytes.len()),
-        ReadMode::Exact,
-    )
+    let max_seq_size = schema.max_seq_size(bytes.len());
+    let zero_size_items = max_seq_size > bytes.len();
+    decode_datum(bytes, schema.parsed(), max_seq_size, zero_size_items, ReadMode::Exact)
 }
 
 /// Decodes event data written with another schema of the event, the writer's (e.g. one
@@ -138,20 +137,157 @@ pub fn decode_with_writer_schema<E: OpenEdxEvent>(
     writer: &serde_avro_fast::Schema,
 ) -> Result<E, DecodeError> {
     // The writer's schema is not ours: it may hold arrays of zero-byte values.
+    let zero_size_items = writer_has_zero_size_items(writer);
     decode_datum(
         bytes,
         writer,
         bytes.len().max(super::schema::ZERO_SIZE_SEQ_LIMIT),
+        zero_size_items,
         ReadMode::WriterSchema,
     )
+}
+
+/// Whether a schema that is not ours has arrays of values written in zero bytes;
+/// remembered per schema (by fingerprint), since a consumer decodes many messages with
+/// few writer schemas.
+fn writer_has_zero_size_items(writer: &serde_avro_fast::Schema) -> bool {
+    static SEEN: Mutex<Option<HashMap<[u8; 8], bool>>> = Mutex::new(None);
+    let fingerprint = *writer.rabin_fingerprint();
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    let seen = seen.get_or_insert_with(HashMap::new);
+    if let Some(&found) = seen.get(&fingerprint) {
+        return found;
+    }
+    // A schema text that does not parse as JSON here is treated as the worst case.
+    let found = serde_json::from_str(writer.json()).map_or(true, |json| super::schema::has_zero_size_items(&json));
+    if seen.len() >= 4096 {
+        seen.clear();
+    }
+    seen.insert(fingerprint, found);
+    found
+}
+
+/// Items (array elements and map entries, at every depth) one datum may hold when its
+/// schema has arrays of zero-byte values, beyond one per byte of input. Each array is
+/// bounded by `max_seq_size`, but nested arrays multiply those bounds: without a
+/// bound per datum a few hundred forged bytes demand billions of iterations.
+pub(crate) const ZERO_SIZE_ITEMS_PER_DATUM: usize = super::schema::ZERO_SIZE_SEQ_LIMIT;
+
+/// Walks the datum once without building anything, counting its items, and refuses
+/// it when they exceed `budget`: run before decoding a datum whose schema has arrays of
+/// zero-byte values (for other schemas every item takes a byte, so the input's length
+/// bounds the work already).
+pub(crate) fn check_item_budget(
+    bytes: &[u8],
+    schema: &serde_avro_fast::Schema,
+    max_seq_size: usize,
+) -> Result<(), serde_avro_fast::de::DeError> {
+    use std::cell::Cell;
+
+    use serde::de::{DeserializeSeed, Deserializer, Error, MapAccess, SeqAccess, Visitor};
+
+    let budget = ZERO_SIZE_ITEMS_PER_DATUM.saturating_add(bytes.len());
+    #[derive(Clone, Copy)]
+    struct Count<'a> {
+        left: &'a Cell<usize>,
+        budget: usize,
+    }
+    impl Count<'_> {
+        fn tick<E: Error>(self) -> Result<(), E> {
+            match self.left.get().checked_sub(1) {
+                Some(left) => {
+                    self.left.set(left);
+                    Ok(())
+                }
+                None => Err(E::custom(format_args!(
+                    "more than {} array items and map entries in one datum",
+                    self.budget
+                ))),
+            }
+        }
+    }
+    impl<'de> DeserializeSeed<'de> for Count<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Count<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an Avro datum")
+        }
+        fn visit_bool<E: Error>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E: Error>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i128<E: Error>(self, _: i128) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E: Error>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u128<E: Error>(self, _: u128) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E: Error>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E: Error>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_bytes<E: Error>(self, _: &[u8]) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E: Error>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_none<E: Error>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+        fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while seq.next_element_seed(self)?.is_some() {
+                self.tick()?;
+            }
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while map.next_key_seed(self)?.is_some() {
+                map.next_value_seed(self)?;
+                self.tick()?;
+            }
+            Ok(())
+        }
+    }
+
+    let mut config = DeserializerConfig::new(schema);
+    config.max_seq_size = max_seq_size;
+    let mut state = DeserializerState::with_config(SliceRead::new(bytes), config);
+    let left = Cell::new(budget);
+    Count { left: &left, budget }.deserialize(state.deserializer())
 }
 
 fn decode_datum<E: OpenEdxEvent>(
     bytes: &[u8],
     schema: &serde_avro_fast::Schema,
     max_seq_size: usize,
+    zero_size_items: bool,
     mode: ReadMode,
 ) -> Result<E, DecodeError> {
+    if zero_size_items {
+        check_item_budget(bytes, schema, max_seq_size).map_err(|source| DecodeError::Avro {
+            event_type: E::EVENT_TYPE,
+            source,
+        })?;
+    }
     let mut config = DeserializerConfig::new(schema);
     config.max_seq_size = max_seq_size;
     let mut state = DeserializerState::with_config(SliceRead::new(bytes), config);

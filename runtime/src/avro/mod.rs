@@ -15,6 +15,7 @@ mod files;
 pub mod json_text;
 mod schema;
 
+pub(crate) use codec::check_item_budget;
 pub use codec::{decode, decode_with_writer_schema, encode, encode_into, DecodeError, EncodeError};
 pub use evolution::{
     assert_compatible, check_compatibility, schema_mismatches, Direction, Incompatibility, Mismatch, Problem,

@@ -278,7 +278,7 @@ fn write_canonical(schema: &Value, ns: &str, defined: &mut HashSet<String>, out:
 }
 
 /// Whether some array of the schema holds values written in zero bytes.
-fn has_zero_size_items(schema: &Value) -> bool {
+pub(crate) fn has_zero_size_items(schema: &Value) -> bool {
     let mut records = HashMap::new();
     collect_records(schema, &mut records);
     let mut found = false;

@@ -112,7 +112,7 @@ pub fn parse_metadata(raw: &RawMetadata) -> Result<EventMetadata, DispatchError>
     let id = need(&raw.id, "id")?;
     let id = uuid::Uuid::parse_str(&id).map_err(|e| DispatchError::BadMetadata(format!("id {id:?}: {e}")))?;
     let time = need(&raw.time, "time")?;
-    let time = crate::time::parse(&time).map_err(|e| DispatchError::BadMetadata(e.to_string()))?;
+    let time = crate::time::parse(&time).map_err(|e| DispatchError::BadMetadata(format!("time: {e}")))?;
     let minorversion = match &raw.minorversion {
         Some(v) => v
             .trim()
@@ -233,6 +233,29 @@ mod tests {
         let mut unlimited = ErrorBudget::new(0);
         for _ in 0..1000 {
             unlimited.failure("x").unwrap();
+        }
+    }
+
+    #[test]
+    fn a_metadata_time_python_cannot_read_is_bad_metadata_naming_the_field() {
+        for time in [
+            "2016-12-31T23:59:60+00:00",
+            "0000-01-01T00:00:00+00:00",
+            "9999-12-31T23:00:00-05:00",
+        ] {
+            let raw = RawMetadata {
+                event_type: Some("org.openedx.learning.course.enrollment.created.v1".into()),
+                id: Some(uuid::Uuid::new_v4().to_string()),
+                time: Some(time.into()),
+                ..Default::default()
+            };
+            match parse_metadata(&raw) {
+                Err(e @ DispatchError::BadMetadata(_)) => {
+                    assert!(e.is_permanent());
+                    assert!(e.to_string().starts_with("bad metadata: time: "), "{e}");
+                }
+                other => panic!("{time}: {other:?}"),
+            }
         }
     }
 
