@@ -126,9 +126,26 @@ pub enum KafkaConsumerError {
 }
 
 /// Applies replay offsets when partitions are assigned.
+///
+/// A partition's replay offset is kept until a message of the partition is handled
+/// (its offset stored): a rebalance during start-up that takes the partition away before
+/// then and gives it back applies the replay again, instead of dropping it for the
+/// committed offset. (A partition given to another member of the group is read from the
+/// committed offset there: replay is this consumer's.)
 struct ReplayContext {
     topic: String,
     pending: Mutex<HashMap<i32, Offset>>,
+}
+
+impl ReplayContext {
+    /// A message of `partition` was handled: its replay is under way, and a later
+    /// assignment goes on from the stored offsets.
+    fn replayed(&self, partition: i32) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if !pending.is_empty() {
+            pending.remove(&partition);
+        }
+    }
 }
 
 impl ClientContext for ReplayContext {
@@ -145,14 +162,14 @@ impl ConsumerContext for ReplayContext {
         let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
                 let partitions: Vec<i32> = tpl
                     .elements_for_topic(&self.topic)
                     .iter()
                     .map(|e| e.partition())
                     .collect();
                 for p in partitions {
-                    if let Some(offset) = pending.remove(&p) {
+                    if let Some(&offset) = pending.get(&p) {
                         tracing::info!(topic = %self.topic, partition = p, offset = ?offset, "replaying from offset");
                         if let Err(e) = tpl.set_partition_offset(&self.topic, p, offset) {
                             tracing::error!(topic = %self.topic, partition = p, error = %e, "cannot set replay offset");
@@ -408,6 +425,7 @@ impl KafkaConsumer {
             if let Err(e) = self.consumer.store_offset_from_message(&message) {
                 tracing::error!(topic = %self.topic, error = %e, "cannot store offset");
             }
+            self.consumer.context().replayed(message.partition());
             match outcome {
                 Handled::Ok => {
                     stats.handled += 1;
@@ -834,6 +852,69 @@ fn last_message_times(
 mod tests {
     use super::*;
     use rdkafka::error::RDKafkaErrorCode as Code;
+
+    /// A consumer with a replay context, without a broker (assignment is local).
+    fn replaying(pending: &[(i32, i64)]) -> BaseConsumer<ReplayContext> {
+        let context = ReplayContext {
+            topic: "t".into(),
+            pending: Mutex::new(pending.iter().map(|&(p, o)| (p, Offset::Offset(o))).collect()),
+        };
+        ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:9")
+            .create_with_context(context)
+            .unwrap()
+    }
+
+    fn rebalance(
+        consumer: &BaseConsumer<ReplayContext>,
+        err: RDKafkaRespErr,
+        partitions: &[i32],
+    ) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for &p in partitions {
+            tpl.add_partition("t", p);
+        }
+        consumer.context().rebalance(consumer, err, &mut tpl);
+        tpl
+    }
+
+    fn offset(tpl: &TopicPartitionList, p: i32) -> Offset {
+        tpl.find_partition("t", p).unwrap().offset()
+    }
+
+    /// A rebalance during start-up, before a partition's first message is handled, does
+    /// not drop its replay: the next assignment applies it again.
+    #[test]
+    fn a_rebalance_before_a_partition_is_read_keeps_its_replay() {
+        use RDKafkaRespErr::{
+            RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS as ASSIGN, RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS as REVOKE,
+        };
+        let consumer = replaying(&[(0, 5), (1, 7)]);
+        let first = rebalance(&consumer, ASSIGN, &[0, 1]);
+        assert_eq!(
+            (offset(&first, 0), offset(&first, 1)),
+            (Offset::Offset(5), Offset::Offset(7))
+        );
+        rebalance(&consumer, REVOKE, &[0, 1]);
+        let again = rebalance(&consumer, ASSIGN, &[1]);
+        assert_eq!(offset(&again, 1), Offset::Offset(7), "replay applied again");
+    }
+
+    /// Once a message of a partition is handled, later assignments go on from the stored
+    /// offsets (the replay is not applied twice).
+    #[test]
+    fn a_partition_read_since_its_replay_goes_on_from_its_stored_offset() {
+        use RDKafkaRespErr::{
+            RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS as ASSIGN, RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS as REVOKE,
+        };
+        let consumer = replaying(&[(0, 5), (1, 7)]);
+        rebalance(&consumer, ASSIGN, &[0, 1]);
+        consumer.context().replayed(0);
+        rebalance(&consumer, REVOKE, &[0, 1]);
+        let again = rebalance(&consumer, ASSIGN, &[0, 1]);
+        assert_eq!(offset(&again, 0), Offset::Invalid, "the committed or stored offset");
+        assert_eq!(offset(&again, 1), Offset::Offset(7));
+    }
 
     /// Every answer a broker can give to "the first offset at or after this time".
     #[test]
