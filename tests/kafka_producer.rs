@@ -883,3 +883,62 @@ async fn a_refused_schema_is_registered_again_after_the_retry_interval() {
         (at.partition, at.offset)
     );
 }
+
+/// Releasing a topic's many parked events (once their schema is registered) never holds
+/// the topic's lock while encoding and sending them: a producer of the topic meanwhile is
+/// answered at once, every time; and every event goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn releasing_many_parked_events_never_holds_up_a_producer_of_their_topic() {
+    let env = KafkaEnv::start();
+    let registry = RegistryHandle::start();
+    let prefix = unique("release-many");
+    let topic = format!("{prefix}-xblock-lifecycle");
+    // Six partitions: 50,000 events stay under the mock cluster's 5 MB per partition.
+    env.create_topic(&topic, 6);
+    let subject = format!("{topic}-{XBLOCK_PUBLISHED}.CloudEvent");
+    registry.refuse(&subject);
+    let producer = KafkaProducer::from_settings(
+        &settings(&env, registry.url(), &prefix).with("EVENT_BUS_KAFKA_CONFIG_QUEUE_BUFFERING_MAX_MESSAGES", "300000"),
+    )
+    .unwrap();
+    let n = 50_000u64;
+    for i in 0..n {
+        producer
+            .produce(record(&topic, event(i as usize % 50, &i.to_string())))
+            .unwrap();
+    }
+    assert_eq!(producer.stats().parked, n);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let during = std::thread::spawn({
+        let (producer, topic, stop) = (producer.clone(), topic.clone(), stop.clone());
+        move || {
+            let (mut worst, mut count) = (Duration::ZERO, 0u64);
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                let started = Instant::now();
+                producer.produce(record(&topic, event(0, "during"))).unwrap();
+                worst = worst.max(started.elapsed());
+                count += 1;
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            (worst, count)
+        }
+    });
+    registry.allow(&subject);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while producer.stats().parked > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let (worst, count) = during.join().unwrap();
+    assert_eq!(producer.stats().parked, 0, "released");
+    eprintln!("{count} events produced during the release; the slowest took {worst:?}");
+    assert!(
+        worst < Duration::from_millis(100),
+        "a produce to the topic waited {worst:?} while {n} parked events were released"
+    );
+    producer
+        .shutdown(Duration::from_secs(60))
+        .await
+        .expect("every event delivered");
+    assert_eq!(producer.stats().delivered, n + count);
+}

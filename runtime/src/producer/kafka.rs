@@ -353,10 +353,29 @@ impl RouteState {
 #[derive(Default)]
 struct TopicGate {
     /// Each with the number of its waiter (0: none).
-    parked: Mutex<std::collections::VecDeque<(ProducerRecord, Arc<RouteState>, usize)>>,
-    /// How many are parked, read without the lock on the fast path.
+    parked: Mutex<std::collections::VecDeque<Parked>>,
+    /// How many are parked, read without the lock on the fast path; counts the events a
+    /// release took out of `parked` until each is sent or failed.
     len: AtomicUsize,
+    /// Set (under the lock) while a release sends a chunk outside the lock: events of
+    /// the topic queue behind it even when `parked` is empty.
+    releasing: AtomicBool,
 }
+
+/// A parked event: the record, its route, the number of its waiter (0: none).
+type Parked = (ProducerRecord, Arc<RouteState>, usize);
+
+/// Whether [`Inner::send`] counts the event (a new one) or not (a released one, counted
+/// accepted when it was parked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counting {
+    New,
+    Released,
+}
+
+/// How many events a release takes out of a topic's queue at once: the lock is held to
+/// take them, never to encode or send them.
+const RELEASE_CHUNK: usize = 256;
 
 struct Inner {
     /// Unique among the producers of the process.
@@ -623,7 +642,7 @@ impl KafkaProducer {
         }
         if route.gate.len.load(Ordering::Acquire) == 0 {
             if let Some(ids) = route.ready.get() {
-                return self.inner.send(&record, ids, self.inner.policy, waiter);
+                return self.inner.send(&record, ids, self.inner.policy, waiter, Counting::New);
             }
         }
         let mut parked = route.gate.parked.lock().unwrap_or_else(|e| e.into_inner());
@@ -642,10 +661,10 @@ impl KafkaProducer {
                 None => route.clear_failure(),
             }
         }
-        if parked.is_empty() {
+        if parked.is_empty() && !route.gate.releasing.load(Ordering::Acquire) {
             if let Some(ids) = route.ready.get() {
                 drop(parked);
-                return self.inner.send(&record, ids, self.inner.policy, waiter);
+                return self.inner.send(&record, ids, self.inner.policy, waiter, Counting::New);
             }
         }
         if self.inner.counters.parked.load(Ordering::Acquire) >= self.inner.max_parked {
@@ -880,14 +899,21 @@ impl Inner {
         error
     }
 
-    /// Encodes and enqueues one event whose schema ids are known.
+    /// Encodes and enqueues one event whose schema ids are known; a new event is counted
+    /// accepted or rejected, a released one was counted accepted when it was parked.
     fn send(
         &self,
         record: &ProducerRecord,
         ids: &RouteIds,
         policy: QueueFullPolicy,
         waiter: usize,
+        counting: Counting,
     ) -> Result<(), ProduceError> {
+        let count = |counter: &AtomicU64| {
+            if counting == Counting::New {
+                counter.fetch_add(1, Ordering::AcqRel);
+            }
+        };
         BUFFERS.with(|cell| {
             let mut guard = cell.borrow_mut();
             let (key_buf, value_buf) = &mut *guard;
@@ -895,7 +921,7 @@ impl Inner {
             value_buf.clear();
             value_buf.extend_from_slice(&schema_registry::frame_header(ids.value_id));
             if let Err(e) = record.data.encode_avro(value_buf) {
-                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                count(&self.counters.rejected);
                 return Err(ProduceError::Encode(e));
             }
             let has_key = match (&record.key, ids.key_id) {
@@ -915,7 +941,7 @@ impl Inner {
             loop {
                 match self.producer.send(base) {
                     Ok(()) => {
-                        self.counters.accepted.fetch_add(1, Ordering::AcqRel);
+                        count(&self.counters.accepted);
                         return Ok(());
                     }
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
@@ -926,13 +952,13 @@ impl Inner {
                                 std::thread::sleep(QUEUE_FULL_STEP);
                             }
                             _ => {
-                                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                                count(&self.counters.rejected);
                                 return Err(ProduceError::BufferFull { waited });
                             }
                         }
                     }
                     Err((e, _)) => {
-                        self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                        count(&self.counters.rejected);
                         return Err(backend_error(e.to_string()));
                     }
                 }
@@ -1024,76 +1050,105 @@ async fn register_route(inner: std::sync::Weak<Inner>, registry: Arc<SchemaRegis
     release_gate(inner, &route).await;
 }
 
-/// Releases the settled events at the front of a route's topic queue. When librdkafka's
-/// queue is full it tries again a little later, without holding the topic's lock in
-/// between: producers of the topic queue behind and are never blocked.
+/// Releases the settled events at the front of a route's topic queue, in order: takes up
+/// to [`RELEASE_CHUNK`] of them under the topic's lock, then encodes and sends them
+/// without it (producers of the topic queue behind meanwhile, and are never blocked for
+/// longer than a chunk is taken). When librdkafka's queue is full the rest of the chunk
+/// goes back to the front and it tries again a little later. One release runs per topic
+/// at a time; a route settled while one runs is released by it.
 async fn release_gate(inner: std::sync::Weak<Inner>, route: &RouteState) {
+    let gate = &route.gate;
+    {
+        let _parked = gate.parked.lock().unwrap_or_else(|e| e.into_inner());
+        if gate.releasing.swap(true, Ordering::AcqRel) {
+            // The running release sees this route settled when it next looks.
+            return;
+        }
+    }
     let mut backoff = Duration::from_millis(1);
+    let mut released = 0usize;
     loop {
-        let queue_full = {
-            let Some(inner) = inner.upgrade() else { return };
-            let mut parked = route.gate.parked.lock().unwrap_or_else(|e| e.into_inner());
-            let (released, queue_full) = release_settled(&inner, &route.gate, &mut parked);
+        let Some(inner) = inner.upgrade() else {
+            gate.releasing.store(false, Ordering::Release);
+            return;
+        };
+        let chunk = {
+            let mut parked = gate.parked.lock().unwrap_or_else(|e| e.into_inner());
+            let settled = parked
+                .iter()
+                .take(RELEASE_CHUNK)
+                .take_while(|(_, r, _)| r.settled())
+                .count();
+            if settled == 0 {
+                gate.releasing.store(false, Ordering::Release);
+                tracing::debug!(
+                    topic = &*route.topic,
+                    released,
+                    still_parked = parked.len(),
+                    "parked events released"
+                );
+                return;
+            }
+            parked.drain(..settled).collect::<Vec<Parked>>()
+        };
+        let sent = chunk
+            .iter()
+            .take_while(|entry| release_one(&inner, gate, entry))
+            .count();
+        released += sent;
+        let queue_full = sent < chunk.len();
+        if queue_full {
+            // No room in librdkafka's queue: the rest goes back to the front, in order.
+            let mut parked = gate.parked.lock().unwrap_or_else(|e| e.into_inner());
+            for entry in chunk.into_iter().skip(sent).rev() {
+                parked.push_front(entry);
+            }
+        }
+        drop(inner);
+        if queue_full {
             tracing::debug!(
                 topic = &*route.topic,
                 released,
-                still_parked = parked.len(),
-                queue_full,
-                "parked events released"
+                "librdkafka's queue is full; releasing later"
             );
-            queue_full
-        };
-        if !queue_full {
-            return;
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(100));
+        } else {
+            backoff = Duration::from_millis(1);
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_millis(100));
     }
 }
 
-/// Sends (or fails) the parked events at the front of a topic's queue whose routes are
-/// settled, stopping at the first one whose route is still being registered, or when
-/// librdkafka's queue is full. Returns how many left the queue, and whether it stopped
-/// on a full queue.
-fn release_settled(
-    inner: &Inner,
-    gate: &TopicGate,
-    parked: &mut std::collections::VecDeque<(ProducerRecord, Arc<RouteState>, usize)>,
-) -> (usize, bool) {
-    let mut released = 0;
-    while let Some((record, route, waiter)) = parked.front() {
-        let failure = if let Some(ids) = route.ready.get() {
-            // Already counted as accepted: undo before `send` counts it again.
-            inner.counters.accepted.fetch_sub(1, Ordering::AcqRel);
-            match inner.send(record, ids, QueueFullPolicy::Reject, *waiter) {
-                Ok(()) => None,
-                Err(e) => {
-                    // Still accepted, not rejected: it stays parked or is reported failed.
-                    inner.counters.accepted.fetch_add(1, Ordering::AcqRel);
-                    inner.counters.rejected.fetch_sub(1, Ordering::AcqRel);
-                    if matches!(e, ProduceError::BufferFull { .. }) {
-                        return (released, true);
-                    }
-                    Some(e.to_string())
+/// Sends (or fails) one parked event whose route is settled; false (and nothing done)
+/// when librdkafka's queue is full.
+fn release_one(inner: &Inner, gate: &TopicGate, entry: &Parked) -> bool {
+    let (record, route, waiter) = entry;
+    let failure = if let Some(ids) = route.ready.get() {
+        // Counted as accepted when parked: it stays parked or is reported failed.
+        match inner.send(record, ids, QueueFullPolicy::Reject, *waiter, Counting::Released) {
+            Ok(()) => None,
+            Err(e) => {
+                if matches!(e, ProduceError::BufferFull { .. }) {
+                    return false;
                 }
+                Some(e.to_string())
             }
-        } else if let Some(error) = route.failure() {
-            Some(error.to_string())
-        } else {
-            break;
-        };
-        let Some((record, _, waiter)) = parked.pop_front() else {
-            break;
-        };
-        gate.len.fetch_sub(1, Ordering::AcqRel);
-        inner.counters.parked.fetch_sub(1, Ordering::AcqRel);
-        released += 1;
-        // Reported after the counts, so that whoever hears of it sees them up to date.
-        if let Some(error) = failure {
-            inner.fail_parked(&record, &error, waiter);
         }
+    } else {
+        Some(
+            route
+                .failure()
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| "schema registration failed".to_owned()),
+        )
+    };
+    gate.len.fetch_sub(1, Ordering::AcqRel);
+    inner.counters.parked.fetch_sub(1, Ordering::AcqRel);
+    // Reported after the counts, so that whoever hears of it sees them up to date.
+    if let Some(error) = failure {
+        inner.fail_parked(record, &error, *waiter);
     }
-    (released, false)
+    true
 }
 
 enum Attempt {
