@@ -14,6 +14,23 @@
 //! value and headers, plus `dead_letter_*` headers saying where they came from and why.
 //! Too many consecutive failed messages stop the consumer with an error.
 //!
+//! A message whose writer's schema the registry cannot give for a reason of the
+//! registry's (unreachable, 5xx, 401/403, 429, an answer that is not the API's) is held
+//! and tried again with backoff (100 ms to 10 s) until the registry answers: an outage
+//! is not the message's fault, and dead-lettering it would let the later messages of its
+//! key overtake it. A header key that is not UTF-8 makes a message unreadable
+//! (dead-lettered, never a panic). A fatal librdkafka error (a static member fenced by
+//! another with its `group.instance.id`, say) stops the consumer with
+//! [`KafkaConsumerError::Fatal`].
+//!
+//! [`Replay::FromTimestampMs`] starts each partition at the broker's answer to "the first
+//! offset at or after this time". `-1` means nothing is that recent, and the partition
+//! starts at its end, unless its last message is that recent: then the broker cannot
+//! search by time (librdkafka's mock cluster), and the partition is read from its start,
+//! older messages skipped without storing their offsets, so the group's committed offset
+//! never moves back into older data. A replay offset is applied again when a rebalance
+//! takes the partition away before its first message is handled.
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use openedx_events::consumer::kafka::{KafkaConsumer, KafkaConsumerOptions};
@@ -319,10 +336,9 @@ impl KafkaConsumer {
                             }
                             _ => (0, 0),
                         };
-                        match replay_start(lookup, low, high).map_err(|message| {
-                            KafkaConsumerError::Settings(format!(
-                                "cannot find where to replay {topic} partition {p} from: {message}"
-                            ))
+                        match replay_start(lookup, low, high).map_err(|code| {
+                            tracing::error!(topic = %topic, partition = p, error = %code, "cannot find where to replay from");
+                            KafkaConsumerError::Kafka(KafkaError::OffsetFetch(code))
                         })? {
                             ReplayStart::At(o) => offsets.push((p, Offset::Offset(o))),
                             ReplayStart::End => offsets.push((p, Offset::End)),
@@ -784,14 +800,14 @@ enum ReplayStart {
 
 /// Decides where a partition starts from the broker's answer and its watermarks
 /// (`low`, `high`: read only for `End` and `Unsupported`).
-fn replay_start(lookup: TimeLookup, low: i64, high: i64) -> Result<ReplayStart, String> {
+fn replay_start(lookup: TimeLookup, low: i64, high: i64) -> Result<ReplayStart, rdkafka::error::RDKafkaErrorCode> {
     match lookup {
         TimeLookup::Offset(o) => Ok(ReplayStart::At(o)),
         TimeLookup::End if high <= low => Ok(ReplayStart::End),
         TimeLookup::End => Ok(ReplayStart::CheckLast),
         TimeLookup::Unsupported if high <= low => Ok(ReplayStart::End),
         TimeLookup::Unsupported => Ok(ReplayStart::Scan),
-        TimeLookup::Failed(code) => Err(code.to_string()),
+        TimeLookup::Failed(code) => Err(code),
     }
 }
 
