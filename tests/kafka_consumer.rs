@@ -786,3 +786,28 @@ async fn a_fatal_consumer_error_stops_the_consumer() {
     let error = result.expect_err("stopped with the fatal error");
     assert!(error.to_string().to_lowercase().contains("fenced"), "{error}");
 }
+
+/// A replay time before 1970 (a negative timestamp) replays every message: it is never
+/// handed to Kafka as the logical offsets -1 (latest) or -2 (earliest).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_from_a_time_before_1970_replays_every_message() {
+    let f = Fixture::new(1);
+    let received = collect();
+    let sent = f.produce(&(0..3).map(|i| event(i, "old")).collect::<Vec<_>>()).await;
+    for ts in [-1i64, -2, -86_400_000] {
+        received.lock().unwrap().clear();
+        let options = KafkaConsumerOptions {
+            replay: Some(Replay::FromTimestampMs(ts)),
+            max_messages: Some(3),
+            ..Default::default()
+        };
+        let stats = f
+            .consumer(&unique("g"), options)
+            .run(tokio::time::sleep(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        assert_eq!(stats.handled, 3, "from {ts}");
+        let ids: Vec<uuid::Uuid> = received.lock().unwrap().iter().map(|r| r.0.id).collect();
+        assert_eq!(ids, sent.iter().map(|m| m.id).collect::<Vec<_>>(), "from {ts}");
+    }
+}

@@ -66,7 +66,8 @@ use crate::settings::Settings;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Replay {
     /// From the first message at or after this time (milliseconds since the epoch),
-    /// in every partition of the topic.
+    /// in every partition of the topic. A time before 1970 replays from the first message
+    /// (never taken for Kafka's logical offsets -1 and -2).
     FromTimestampMs(i64),
     /// From these offsets: (partition, offset). Other partitions use the committed offsets.
     FromOffsets(Vec<(i32, i64)>),
@@ -313,7 +314,9 @@ impl KafkaConsumer {
                 let consumer = self.consumer.clone();
                 let topic = self.topic.clone();
                 let probe_config = self.probe_config.clone();
-                let ts = *ts;
+                // Kafka reads a negative time as a logical offset (-1 latest, -2 earliest):
+                // a time before 1970 means "from the first message", which 0 asks for.
+                let ts = (*ts).max(0);
                 let (offsets, skip) = tokio::task::spawn_blocking(move || -> Result<_, KafkaConsumerError> {
                     let timeout = Duration::from_secs(30);
                     let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
