@@ -21,7 +21,7 @@ use openedx_events::producer::kafka::KafkaProducer;
 use openedx_events::producer::Producer;
 use openedx_events::{EventMetadata, OpenEdxEvent, Settings};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -41,8 +41,11 @@ struct Fixture {
 
 impl Fixture {
     fn new(partitions: i32) -> Self {
+        Self::with_registry(partitions, RegistryHandle::from_env_or_start())
+    }
+
+    fn with_registry(partitions: i32, registry: RegistryHandle) -> Self {
         let env = KafkaEnv::start();
-        let registry = RegistryHandle::from_env_or_start();
         let prefix = unique("c");
         let topic = format!("{prefix}-{TOPIC}");
         env.create_topic(&topic, partitions);
@@ -547,4 +550,264 @@ async fn data_is_read_with_the_writer_schema_resolved_to_ours() {
         ("writer-host", "9.9.0")
     );
     assert!(from_bus);
+}
+
+/// A peer's message with a header key that is not UTF-8 (rdkafka's header accessors
+/// panic on it) is dead-lettered like any unreadable message, its headers kept as sent;
+/// the consumer goes on and the offset moves past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_key_that_is_not_utf8_is_dead_lettered_without_a_panic() {
+    let f = Fixture::new(1);
+    let received = collect();
+    let before = f.produce(&[event(0, "before")]).await;
+    let valid = f.env.read_all(&f.topic, 1, Duration::from_secs(20))[0]
+        .payload()
+        .unwrap()
+        .to_vec();
+    let id = uuid::Uuid::new_v4().to_string();
+    let headers: Vec<(&[u8], &[u8])> = vec![
+        (b"ce_type", XBlockPublished::EVENT_TYPE.as_bytes()),
+        (b"ce_id", id.as_bytes()),
+        (b"ce_source", b"openedx/cms/web"),
+        (b"ce_time", b"2026-11-27T13:20:05.364687+00:00"),
+        (b"ce_minorversion", b"0"),
+        (b"sourcehost", b"h"),
+        (b"sourcelib", b"10.5.0"),
+        (b"x-caf\xe9", b"from a peer"),
+    ];
+    f.env.produce_raw_headers(&f.topic, &headers, &valid);
+    let after = f.produce(&[event(1, "after")]).await;
+    let group = unique("g");
+    let options = KafkaConsumerOptions {
+        max_messages: Some(3),
+        ..Default::default()
+    };
+    let stats = f.consumer(&group, options).run(bounded()).await.unwrap();
+    assert_eq!((stats.handled, stats.dead_lettered), (2, 1));
+    let ids: Vec<uuid::Uuid> = received.lock().unwrap().iter().map(|r| r.0.id).collect();
+    assert_eq!(ids, [before[0].id, after[0].id]);
+    assert_eq!(f.committed(&group, 1), 3, "the offset moved past it");
+    let dead = f
+        .env
+        .read_raw(&format!("{}-dead-letter", f.topic), 1, Duration::from_secs(20));
+    assert_eq!(dead.len(), 1);
+    let (h, payload) = &dead[0];
+    assert_eq!(payload.as_deref(), Some(&valid[..]), "value kept");
+    assert!(
+        h.iter().any(|(k, v)| k == b"x-caf\xe9" && v == b"from a peer"),
+        "headers kept as sent"
+    );
+    let error = h
+        .iter()
+        .find(|(k, _)| k == b"dead_letter_error")
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .expect("a reason");
+    assert!(error.contains("not UTF-8"), "{error}");
+}
+
+/// Replaying from a time: a partition with nothing at or after the time starts at its
+/// end (the broker's -1 is "end", not "cannot search"), and messages skipped while a
+/// partition is scanned (librdkafka's mock cluster cannot search by time) have no offset
+/// stored. Either way the group's committed offset never moves back into older data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_from_a_time_never_moves_the_committed_offset_back_into_older_data() {
+    let f = Fixture::new(2);
+    let received = collect();
+    // An old event of the key the new event will have, to learn its partition.
+    f.produce(&[event(1, "old")]).await;
+    let keyed = f.env.read_all(&f.topic, 1, Duration::from_secs(20))[0].partition();
+    let other = 1 - keyed;
+    // Old messages, one per batch so that a fetch returns one at a time: many on the
+    // other partition, a few more on the key's.
+    let (many, few) = (1000usize, 99usize);
+    let producer: rdkafka::producer::BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", f.env.bootstrap())
+        .set("batch.num.messages", "1")
+        .set("linger.ms", "0")
+        .create()
+        .unwrap();
+    for (partition, n) in [(other, many), (keyed, few)] {
+        for i in 0..n {
+            let payload = format!("old {i}");
+            let mut record: rdkafka::producer::BaseRecord<'_, (), str> = rdkafka::producer::BaseRecord::to(&f.topic)
+                .partition(partition)
+                .payload(&payload);
+            loop {
+                producer.poll(Duration::ZERO);
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((_, back)) => {
+                        record = back;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            }
+        }
+    }
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30)).unwrap();
+    // The group has consumed everything so far.
+    let group = unique("g");
+    let (other_end, keyed_end) = (many as i64, few as i64 + 1);
+    {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", f.env.bootstrap())
+            .set("group.id", &group)
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&f.topic, other, Offset::Offset(other_end))
+            .unwrap();
+        tpl.add_partition_offset(&f.topic, keyed, Offset::Offset(keyed_end))
+            .unwrap();
+        c.commit(&tpl, CommitMode::Sync).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = chrono::Utc::now().timestamp_millis();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let new = f.produce(&[event(1, "new")]).await;
+    let settings = f
+        .settings()
+        .with("EVENT_BUS_KAFKA_CONSUMER_CONFIG_MAX_PARTITION_FETCH_BYTES", "1");
+    let options = KafkaConsumerOptions {
+        replay: Some(Replay::FromTimestampMs(t)),
+        max_messages: Some(1),
+        ..Default::default()
+    };
+    let stats = KafkaConsumer::new(&settings, TOPIC, &group, options)
+        .unwrap()
+        .run(bounded())
+        .await
+        .unwrap();
+    assert_eq!(stats.handled, 1);
+    let ids: Vec<uuid::Uuid> = received.lock().unwrap().iter().map(|r| r.0.id).collect();
+    assert_eq!(ids, [new[0].id], "only what is at or after the time");
+    let committed = |p: i32| {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", f.env.bootstrap())
+            .set("group.id", &group)
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&f.topic, p);
+        match c.committed_offsets(tpl, Duration::from_secs(10)).unwrap().elements()[0].offset() {
+            Offset::Offset(o) => o,
+            other => panic!("no committed offset on partition {p}: {other:?}"),
+        }
+    };
+    assert_eq!(
+        committed(other),
+        other_end,
+        "nothing at or after the time there: its committed offset stays"
+    );
+    assert_eq!(committed(keyed), keyed_end + 1, "just past the replayed event");
+}
+
+/// While the registry cannot give the writer's schema (503, or 401 while credentials are
+/// fixed), messages wait for it in order: none is dead-lettered, none overtaken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_outage_holds_messages_in_order_instead_of_dead_lettering_them() {
+    let f = Fixture::with_registry(1, RegistryHandle::start());
+    let received = collect();
+    let sent = f
+        .produce(&(0..3).map(|i| event(0, &format!("in-order-{i}"))).collect::<Vec<_>>())
+        .await;
+    let options = KafkaConsumerOptions {
+        common: ConsumerOptions {
+            max_retries: 1,
+            retry_delay: Duration::from_millis(20),
+            ..Default::default()
+        },
+        max_messages: Some(3),
+        ..Default::default()
+    };
+    f.registry.fail_reads(Some(503));
+    let consumer = f.consumer(&unique("g"), options);
+    let run = tokio::spawn(async move { consumer.run(bounded()).await });
+    let reads = |r: &RegistryHandle| {
+        (1..=4)
+            .map(|id| r.requests(&format!("GET /schemas/ids/{id}")))
+            .sum::<u64>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reads(&f.registry) < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    f.registry.fail_reads(Some(401));
+    let seen = reads(&f.registry);
+    while reads(&f.registry) < seen + 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(reads(&f.registry) >= seen + 2, "the consumer tried during the outage");
+    assert!(received.lock().unwrap().is_empty());
+    f.registry.fail_reads(None);
+    let stats = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("consumed once the registry answers")
+        .unwrap()
+        .unwrap();
+    assert_eq!((stats.handled, stats.dead_lettered), (3, 0));
+    let ids: Vec<uuid::Uuid> = received.lock().unwrap().iter().map(|r| r.0.id).collect();
+    assert_eq!(ids, sent.iter().map(|m| m.id).collect::<Vec<_>>(), "in order");
+    let dead = f
+        .env
+        .read_raw(&format!("{}-dead-letter", f.topic), 0, Duration::from_millis(500));
+    assert!(dead.is_empty(), "nothing dead-lettered: {} messages", dead.len());
+}
+
+/// A fatal error (here the group coordinator fencing the member) stops the consumer
+/// with that error, instead of polling on forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fatal_consumer_error_stops_the_consumer() {
+    let f = Fixture::new(1);
+    let cluster = f
+        .env
+        .mock()
+        .expect("the fencing is injected through librdkafka's mock cluster");
+    f.produce(&[event(0, "x")]).await;
+    cluster.request_errors(
+        rdkafka::types::RDKafkaApiKey::Heartbeat,
+        &[rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID],
+    );
+    let consumer = f.consumer(&unique("g"), KafkaConsumerOptions::default());
+    // On a runtime of its own: a consumer that spins never yields, and the wait for it
+    // must still end.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _ = tx.send(runtime.block_on(async { consumer.run(bounded()).await }));
+    });
+    let result = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(15)))
+        .await
+        .unwrap()
+        .expect("the consumer stopped by itself");
+    let error = result.expect_err("stopped with the fatal error");
+    assert!(error.to_string().to_lowercase().contains("fenced"), "{error}");
+}
+
+/// A replay time before 1970 (a negative timestamp) replays every message: it is never
+/// handed to Kafka as the logical offsets -1 (latest) or -2 (earliest).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_from_a_time_before_1970_replays_every_message() {
+    let f = Fixture::new(1);
+    let received = collect();
+    let sent = f.produce(&(0..3).map(|i| event(i, "old")).collect::<Vec<_>>()).await;
+    for ts in [-1i64, -2, -86_400_000] {
+        received.lock().unwrap().clear();
+        let options = KafkaConsumerOptions {
+            replay: Some(Replay::FromTimestampMs(ts)),
+            max_messages: Some(3),
+            ..Default::default()
+        };
+        let stats = f
+            .consumer(&unique("g"), options)
+            .run(tokio::time::sleep(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        assert_eq!(stats.handled, 3, "from {ts}");
+        let ids: Vec<uuid::Uuid> = received.lock().unwrap().iter().map(|r| r.0.id).collect();
+        assert_eq!(ids, sent.iter().map(|m| m.id).collect::<Vec<_>>(), "from {ts}");
+    }
 }

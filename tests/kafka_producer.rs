@@ -691,3 +691,254 @@ async fn releasing_into_a_full_queue_blocks_no_producer() {
         .collect();
     assert_eq!(order, ["0", "1", "2", "3"]);
 }
+
+/// Three threads produce to one topic while the registry refuses one event type's schema
+/// for good: an event that passed the "route failed?" check just before the refusal is
+/// refused or reported failed, never parked where nothing releases it. Shutdown finishes,
+/// nothing stays parked, and every event of the other type that was accepted is on the topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_racing_a_permanent_registry_refusal_never_blocks_its_topic() {
+    let env = KafkaEnv::start();
+    let registry = RegistryHandle::start();
+    for round in 0..5 {
+        let prefix = unique("race");
+        let topic = format!("{prefix}-xblock-lifecycle");
+        env.create_topic(&topic, 1);
+        registry.reject(&format!("{topic}-{}.CloudEvent", XBlockDeleted::EVENT_TYPE));
+        let producer = KafkaProducer::from_settings(&settings(&env, registry.url(), &prefix)).unwrap();
+        let start = Arc::new(std::sync::Barrier::new(3));
+        let threads: Vec<_> = (0..3)
+            .map(|t| {
+                let (producer, topic, start) = (producer.clone(), topic.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    let began = Instant::now();
+                    let mut published = 0usize;
+                    for i in 0..4000 {
+                        if began.elapsed() > Duration::from_millis(300) {
+                            break;
+                        }
+                        let xblock_info = event(t, &format!("{t}-{i}")).xblock_info;
+                        let key = xblock_info.usage_key.clone();
+                        if i % 2 == 0 {
+                            let _ = producer.produce(kafka_support::usage_key_record(
+                                &topic,
+                                &key,
+                                XBlockDeleted { xblock_info },
+                            ));
+                        } else if producer
+                            .produce(kafka_support::usage_key_record(
+                                &topic,
+                                &key,
+                                XBlockPublished { xblock_info },
+                            ))
+                            .is_ok()
+                        {
+                            published += 1;
+                        }
+                    }
+                    published
+                })
+            })
+            .collect();
+        let published: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        let result = producer.shutdown(Duration::from_secs(10)).await;
+        assert!(
+            !matches!(result, Err(ProduceError::Timeout { .. })),
+            "round {round}: {result:?}, {:?}",
+            producer.stats()
+        );
+        assert_eq!(producer.stats().parked, 0, "round {round}");
+        let messages = env.read_all(&topic, published, Duration::from_secs(20));
+        assert_eq!(messages.len(), published, "round {round}");
+    }
+}
+
+/// Every event `produce` refuses is counted as rejected: after shutdown, on a route whose
+/// schema was refused, and over the parked-event limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_is_counted_as_rejected() {
+    let env = KafkaEnv::start();
+    let registry = RegistryHandle::start();
+    let prefix = unique("rejected");
+    let refused = format!("{prefix}-refused");
+    let late = format!("{prefix}-late");
+    env.create_topic(&refused, 1);
+    env.create_topic(&late, 1);
+    registry.reject(&format!("{refused}-{XBLOCK_PUBLISHED}.CloudEvent"));
+    registry.refuse(&format!("{late}-{XBLOCK_PUBLISHED}.CloudEvent"));
+    let producer = KafkaProducer::from_settings(
+        &settings(&env, registry.url(), &prefix).with("EVENT_BUS_KAFKA_CONFIG_QUEUE_BUFFERING_MAX_MESSAGES", "2"),
+    )
+    .unwrap();
+    // A route whose schema the registry refused for good.
+    let first = tokio::time::timeout(
+        Duration::from_secs(20),
+        producer.produce_and_confirm(record(&refused, event(1, "first"))),
+    )
+    .await
+    .expect("answered");
+    assert!(first.is_err(), "accepted, then reported failed");
+    assert_eq!(producer.stats().rejected, 0);
+    let err = producer.produce(record(&refused, event(1, "second"))).unwrap_err();
+    assert!(err.to_string().contains("schema registration failed"), "{err}");
+    assert_eq!(producer.stats().rejected, 1, "a failed route");
+    // The parked-event limit (queue.buffering.max.messages = 2).
+    producer.produce(record(&late, event(1, "p1"))).unwrap();
+    producer.produce(record(&late, event(1, "p2"))).unwrap();
+    assert!(matches!(
+        producer.produce(record(&late, event(1, "p3"))),
+        Err(ProduceError::BufferFull { .. })
+    ));
+    assert_eq!(producer.stats().rejected, 2, "the parked-event limit");
+    // A closed producer.
+    let _ = producer.shutdown(Duration::from_millis(300)).await;
+    assert!(matches!(
+        producer.produce(record(&late, event(1, "closed"))),
+        Err(ProduceError::Closed)
+    ));
+    assert_eq!(producer.stats().rejected, 3, "a closed producer");
+}
+
+/// An event still waiting for its schema when shutdown gives up is reported failed: its
+/// `produce_and_confirm` caller hears of it, it is counted, nothing stays parked, and it
+/// does not go out later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_parked_at_shutdown_is_reported_failed_not_left_waiting() {
+    let env = KafkaEnv::start();
+    let registry = RegistryHandle::start();
+    let prefix = unique("parked-at-shutdown");
+    let topic = format!("{prefix}-xblock-lifecycle");
+    env.create_topic(&topic, 1);
+    let subject = format!("{topic}-{XBLOCK_PUBLISHED}.CloudEvent");
+    registry.refuse(&subject);
+    let producer = KafkaProducer::from_settings(&settings(&env, registry.url(), &prefix)).unwrap();
+    let waiting = tokio::spawn({
+        let producer = producer.clone();
+        async move { producer.produce_and_confirm(record(&topic, event(1, "waiting"))).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while producer.stats().parked == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(producer.stats().parked, 1);
+    match producer.shutdown(Duration::from_millis(500)).await {
+        Err(ProduceError::Timeout { pending, .. }) => assert_eq!(pending, 1),
+        other => panic!("expected a timeout with 1 pending, got {other:?}"),
+    }
+    let answer = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the caller hears what became of its event")
+        .unwrap();
+    let error = answer.expect_err("not delivered");
+    assert!(error.to_string().contains("shut down"), "{error}");
+    let stats = producer.stats();
+    assert_eq!((stats.parked, stats.failed, stats.delivered), (0, 1, 0));
+    registry.allow(&subject);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let topic = format!("{prefix}-xblock-lifecycle");
+    assert!(env.read_all(&topic, 0, Duration::from_millis(500)).is_empty());
+}
+
+/// A schema the registry refused for good is tried again once the retry interval has
+/// passed: the first event after it is delivered (a refusal does not last until restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_schema_is_registered_again_after_the_retry_interval() {
+    let env = KafkaEnv::start();
+    let registry = RegistryHandle::start();
+    let prefix = unique("retry-refused");
+    let topic = format!("{prefix}-xblock-lifecycle");
+    env.create_topic(&topic, 1);
+    let subject = format!("{topic}-{XBLOCK_PUBLISHED}.CloudEvent");
+    registry.reject(&subject);
+    let producer = KafkaProducer::from_settings(
+        &settings(&env, registry.url(), &prefix).with("EVENT_BUS_KAFKA_SCHEMA_RETRY_AFTER_MS", "1000"),
+    )
+    .unwrap();
+    let confirm = |name: &str| {
+        let producer = producer.clone();
+        let rec = record(&topic, event(1, name));
+        async move {
+            tokio::time::timeout(Duration::from_secs(20), producer.produce_and_confirm(rec))
+                .await
+                .expect("answered")
+        }
+    };
+    assert!(confirm("refused").await.is_err());
+    assert!(
+        producer.produce(record(&topic, event(1, "still refused"))).is_err(),
+        "refused at once within the interval"
+    );
+    registry.allow(&subject);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let at = confirm("accepted").await.expect("registered again and delivered");
+    match producer.shutdown(Duration::from_secs(30)).await {
+        Err(ProduceError::Failed { failed: 1 }) => {}
+        other => panic!("expected the first event reported failed, got {other:?}"),
+    }
+    let messages = env.read_all(&topic, 1, Duration::from_secs(20));
+    assert_eq!(messages.len(), 1);
+    assert_eq!(
+        (messages[0].partition(), messages[0].offset()),
+        (at.partition, at.offset)
+    );
+}
+
+/// Releasing a topic's many parked events (once their schema is registered) never holds
+/// the topic's lock while encoding and sending them: a producer of the topic meanwhile is
+/// answered at once, every time; and every event goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn releasing_many_parked_events_never_holds_up_a_producer_of_their_topic() {
+    let env = KafkaEnv::start();
+    let registry = RegistryHandle::start();
+    let prefix = unique("release-many");
+    let topic = format!("{prefix}-xblock-lifecycle");
+    // Six partitions: 50,000 events stay under the mock cluster's 5 MB per partition.
+    env.create_topic(&topic, 6);
+    let subject = format!("{topic}-{XBLOCK_PUBLISHED}.CloudEvent");
+    registry.refuse(&subject);
+    let producer = KafkaProducer::from_settings(
+        &settings(&env, registry.url(), &prefix).with("EVENT_BUS_KAFKA_CONFIG_QUEUE_BUFFERING_MAX_MESSAGES", "300000"),
+    )
+    .unwrap();
+    let n = 50_000u64;
+    for i in 0..n {
+        producer
+            .produce(record(&topic, event(i as usize % 50, &i.to_string())))
+            .unwrap();
+    }
+    assert_eq!(producer.stats().parked, n);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let during = std::thread::spawn({
+        let (producer, topic, stop) = (producer.clone(), topic.clone(), stop.clone());
+        move || {
+            let (mut worst, mut count) = (Duration::ZERO, 0u64);
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                let started = Instant::now();
+                producer.produce(record(&topic, event(0, "during"))).unwrap();
+                worst = worst.max(started.elapsed());
+                count += 1;
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            (worst, count)
+        }
+    });
+    registry.allow(&subject);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while producer.stats().parked > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let (worst, count) = during.join().unwrap();
+    assert_eq!(producer.stats().parked, 0, "released");
+    eprintln!("{count} events produced during the release; the slowest took {worst:?}");
+    assert!(
+        worst < Duration::from_millis(100),
+        "a produce to the topic waited {worst:?} while {n} parked events were released"
+    );
+    producer
+        .shutdown(Duration::from_secs(60))
+        .await
+        .expect("every event delivered");
+    assert_eq!(producer.stats().delivered, n + count);
+}

@@ -31,6 +31,8 @@ struct State {
     unavailable: HashSet<String>,
     /// Subjects whose schemas are refused as invalid (422).
     rejected: HashSet<String>,
+    /// The status every `GET /schemas/ids/...` answers for now (a registry in trouble).
+    read_status: Option<u16>,
 }
 
 fn canon(schema: &str) -> String {
@@ -171,6 +173,22 @@ impl RegistryHandle {
         state.lock().unwrap().rejected.insert(subject.to_owned());
     }
 
+    /// Makes every schema read by id (`GET /schemas/ids/...`) answer `status` (e.g. 503,
+    /// 401), or answer normally again with `None` (local registry only).
+    pub fn fail_reads(&self, status: Option<u16>) {
+        let state = self.state.as_ref().expect("local registry");
+        state.lock().unwrap().read_status = status;
+    }
+
+    /// Takes schemas under `subject` again after a [`RegistryHandle::reject`] or
+    /// [`RegistryHandle::refuse`] (local registry only).
+    pub fn allow(&self, subject: &str) {
+        let state = self.state.as_ref().expect("local registry");
+        let mut state = state.lock().unwrap();
+        state.rejected.remove(subject);
+        state.unavailable.remove(subject);
+    }
+
     /// Stops answering 503 for `subject` (a [`RegistryHandle::reject`] stays).
     pub fn accept(&self, subject: &str) {
         let state = self.state.as_ref().expect("local registry");
@@ -232,6 +250,13 @@ async fn serve(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Respo
         v.get("schema")?.as_str().map(str::to_owned)
     };
     let resp = match (&method, parts.as_slice()) {
+        (&Method::GET, ["schemas", "ids", ..]) if st.read_status.is_some() => {
+            let status = StatusCode::from_u16(st.read_status.unwrap_or(503)).unwrap();
+            reply(
+                status,
+                json!({"error_code": status.as_u16(), "message": "registry in trouble"}),
+            )
+        }
         (&Method::POST, ["subjects", subject, "versions"]) if st.unavailable.contains(*subject) => reply(
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"error_code": 50003, "message": "Error while forwarding the request to the leader"}),

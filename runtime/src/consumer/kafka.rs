@@ -14,6 +14,23 @@
 //! value and headers, plus `dead_letter_*` headers saying where they came from and why.
 //! Too many consecutive failed messages stop the consumer with an error.
 //!
+//! A message whose writer's schema the registry cannot give for a reason of the
+//! registry's (unreachable, 5xx, 401/403, 429, an answer that is not the API's) is held
+//! and tried again with backoff (100 ms to 10 s) until the registry answers: an outage
+//! is not the message's fault, and dead-lettering it would let the later messages of its
+//! key overtake it. A header key that is not UTF-8 makes a message unreadable
+//! (dead-lettered, never a panic). A fatal librdkafka error (a static member fenced by
+//! another with its `group.instance.id`, say) stops the consumer with
+//! [`KafkaConsumerError::Fatal`].
+//!
+//! [`Replay::FromTimestampMs`] starts each partition at the broker's answer to "the first
+//! offset at or after this time". `-1` means nothing is that recent, and the partition
+//! starts at its end, unless its last message is that recent: then the broker cannot
+//! search by time (librdkafka's mock cluster), and the partition is read from its start,
+//! older messages skipped without storing their offsets, so the group's committed offset
+//! never moves back into older data. A replay offset is applied again when a rebalance
+//! takes the partition away before its first message is handled.
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use openedx_events::consumer::kafka::{KafkaConsumer, KafkaConsumerOptions};
@@ -30,10 +47,10 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Header, Headers, Message};
+use rdkafka::message::{BorrowedMessage, Header, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -49,7 +66,8 @@ use crate::settings::Settings;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Replay {
     /// From the first message at or after this time (milliseconds since the epoch),
-    /// in every partition of the topic.
+    /// in every partition of the topic. A time before 1970 replays from the first message
+    /// (never taken for Kafka's logical offsets -1 and -2).
     FromTimestampMs(i64),
     /// From these offsets: (partition, offset). Other partitions use the committed offsets.
     FromOffsets(Vec<(i32, i64)>),
@@ -108,6 +126,13 @@ pub enum KafkaConsumerError {
     /// Too many consecutive failed messages.
     #[error(transparent)]
     TooManyErrors(#[from] TooManyErrors),
+    /// librdkafka raised a fatal error (the consumer was fenced by another instance with
+    /// its `group.instance.id`, say): this client cannot go on, so the consumer stops.
+    #[error("fatal kafka consumer error: {reason}")]
+    Fatal {
+        /// librdkafka's description of the error.
+        reason: String,
+    },
     /// A message could not be written to the dead-letter topic; it is not committed.
     #[error("cannot write to dead-letter topic {topic}: {message}")]
     DeadLetter {
@@ -119,9 +144,26 @@ pub enum KafkaConsumerError {
 }
 
 /// Applies replay offsets when partitions are assigned.
+///
+/// A partition's replay offset is kept until a message of the partition is handled
+/// (its offset stored): a rebalance during start-up that takes the partition away before
+/// then and gives it back applies the replay again, instead of dropping it for the
+/// committed offset. (A partition given to another member of the group is read from the
+/// committed offset there: replay is this consumer's.)
 struct ReplayContext {
     topic: String,
     pending: Mutex<HashMap<i32, Offset>>,
+}
+
+impl ReplayContext {
+    /// A message of `partition` was handled: its replay is under way, and a later
+    /// assignment goes on from the stored offsets.
+    fn replayed(&self, partition: i32) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if !pending.is_empty() {
+            pending.remove(&partition);
+        }
+    }
 }
 
 impl ClientContext for ReplayContext {
@@ -138,14 +180,14 @@ impl ConsumerContext for ReplayContext {
         let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
                 let partitions: Vec<i32> = tpl
                     .elements_for_topic(&self.topic)
                     .iter()
                     .map(|e| e.partition())
                     .collect();
                 for p in partitions {
-                    if let Some(offset) = pending.remove(&p) {
+                    if let Some(&offset) = pending.get(&p) {
                         tracing::info!(topic = %self.topic, partition = p, offset = ?offset, "replaying from offset");
                         if let Err(e) = tpl.set_partition_offset(&self.topic, p, offset) {
                             tracing::error!(topic = %self.topic, partition = p, error = %e, "cannot set replay offset");
@@ -185,6 +227,9 @@ pub struct KafkaConsumer {
     group: String,
     dead_letter_topic: String,
     options: KafkaConsumerOptions,
+    /// The client configuration (without the group), for the short-lived consumer that
+    /// reads the last message of a partition when a replay needs it.
+    probe_config: ClientConfig,
     /// Partitions replayed by reading from their start: (partition, time in ms) before
     /// which messages are skipped.
     skip_older: Mutex<HashMap<i32, i64>>,
@@ -218,6 +263,7 @@ impl KafkaConsumer {
     ) -> Result<Self, KafkaConsumerError> {
         let full = full_topic(settings.topic_prefix(), topic);
         let mut config = client_config(settings, "CONSUMER").map_err(KafkaConsumerError::Settings)?;
+        let probe_config = config.clone();
         config.set("group.id", group).set("enable.auto.offset.store", "false");
         for (k, v) in [
             ("enable.auto.commit", "true"),
@@ -245,6 +291,7 @@ impl KafkaConsumer {
             group: group.to_owned(),
             dead_letter_topic,
             options,
+            probe_config,
             skip_older: Mutex::default(),
         })
     }
@@ -266,9 +313,11 @@ impl KafkaConsumer {
             Some(Replay::FromTimestampMs(ts)) => {
                 let consumer = self.consumer.clone();
                 let topic = self.topic.clone();
-                let ts = *ts;
-                let (offsets, skip) = tokio::task::spawn_blocking(move || -> Result<_, KafkaError> {
-                    let mut skip = Vec::new();
+                let probe_config = self.probe_config.clone();
+                // Kafka reads a negative time as a logical offset (-1 latest, -2 earliest):
+                // a time before 1970 means "from the first message", which 0 asks for.
+                let ts = (*ts).max(0);
+                let (offsets, skip) = tokio::task::spawn_blocking(move || -> Result<_, KafkaConsumerError> {
                     let timeout = Duration::from_secs(30);
                     let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
                     let mut tpl = TopicPartitionList::new();
@@ -279,21 +328,39 @@ impl KafkaConsumer {
                     }
                     let found = consumer.offsets_for_times(tpl, timeout)?;
                     let mut offsets = Vec::new();
+                    let mut skip = Vec::new();
+                    let mut check_last = Vec::new();
                     for e in found.elements_for_topic(&topic) {
                         let p = e.partition();
-                        match e.offset() {
-                            Offset::Offset(o) => offsets.push((p, Offset::Offset(o))),
-                            _ => {
-                                // No offset for the time: either nothing is that recent, or the
-                                // broker cannot search by time (librdkafka's mock cluster). Read
-                                // the partition from its start and skip what is older.
-                                let (low, high) = consumer.fetch_watermarks(&topic, p, timeout)?;
-                                if high > low {
+                        let lookup = TimeLookup::of(e.error(), e.offset());
+                        let (low, high) = match lookup {
+                            TimeLookup::End | TimeLookup::Unsupported => {
+                                consumer.fetch_watermarks(&topic, p, timeout)?
+                            }
+                            _ => (0, 0),
+                        };
+                        match replay_start(lookup, low, high).map_err(|code| {
+                            tracing::error!(topic = %topic, partition = p, error = %code, "cannot find where to replay from");
+                            KafkaConsumerError::Kafka(KafkaError::OffsetFetch(code))
+                        })? {
+                            ReplayStart::At(o) => offsets.push((p, Offset::Offset(o))),
+                            ReplayStart::End => offsets.push((p, Offset::End)),
+                            ReplayStart::Scan => {
+                                offsets.push((p, Offset::Offset(low)));
+                                skip.push(p);
+                            }
+                            ReplayStart::CheckLast => check_last.push((p, low, high)),
+                        }
+                    }
+                    if !check_last.is_empty() {
+                        let last = last_message_times(&probe_config, &topic, &check_last, Duration::from_secs(10))?;
+                        for (p, low, _) in check_last {
+                            match after_last_message(last.get(&p).copied(), ts) {
+                                ReplayStart::Scan => {
                                     offsets.push((p, Offset::Offset(low)));
                                     skip.push(p);
-                                } else {
-                                    offsets.push((p, Offset::End));
                                 }
+                                _ => offsets.push((p, Offset::End)),
                             }
                         }
                     }
@@ -301,6 +368,13 @@ impl KafkaConsumer {
                 })
                 .await
                 .map_err(|e| KafkaConsumerError::Settings(format!("replay task: {e}")))??;
+                if !skip.is_empty() {
+                    tracing::info!(
+                        topic = %self.topic,
+                        partitions = ?skip,
+                        "the broker cannot search these partitions by time: reading them from their start, skipping older messages"
+                    );
+                }
                 let mut older = self.skip_older.lock().unwrap_or_else(|e| e.into_inner());
                 older.extend(skip.into_iter().map(|p| (p, ts)));
                 offsets
@@ -340,12 +414,21 @@ impl KafkaConsumer {
             let message = match message {
                 Ok(m) => m,
                 Err(e) => {
+                    let fatal = self.consumer.client().fatal_error();
+                    if fatal.is_some() || matches!(e, KafkaError::MessageConsumptionFatal(_)) {
+                        // A fatal error ends this client: polling on would only spin.
+                        let reason = fatal.map(|(_, reason)| reason).unwrap_or_else(|| e.to_string());
+                        tracing::error!(topic = %self.topic, group = %self.group, error = %reason, "fatal kafka consumer error; stopping");
+                        break Err(KafkaConsumerError::Fatal { reason });
+                    }
                     tracing::warn!(topic = %self.topic, error = %e, "kafka consumer error");
                     continue;
                 }
             };
             if self.older_than_replay(&message) {
-                let _ = self.consumer.store_offset_from_message(&message);
+                // Skipped without storing its offset: the group's committed offset stays
+                // where it was until a replayed message is handled, and never moves back
+                // into the older data read past here.
                 continue;
             }
             stats.received += 1;
@@ -361,6 +444,7 @@ impl KafkaConsumer {
             if let Err(e) = self.consumer.store_offset_from_message(&message) {
                 tracing::error!(topic = %self.topic, error = %e, "cannot store offset");
             }
+            self.consumer.context().replayed(message.partition());
             match outcome {
                 Handled::Ok => {
                     stats.handled += 1;
@@ -384,6 +468,25 @@ impl KafkaConsumer {
             dead_lettered = stats.dead_lettered,
             "kafka consumer stopped"
         );
+        // Closing librdkafka's clients blocks (leaving the group, joining its threads):
+        // never on a runtime thread. After a fatal error librdkafka's close may never
+        // finish, so it runs on a thread of its own that nobody waits for (not tokio's
+        // blocking pool, whose shutdown would wait for it).
+        let fatal = matches!(result, Err(KafkaConsumerError::Fatal { .. }));
+        let Self {
+            consumer, dead_letters, ..
+        } = self;
+        let clients = (consumer, dead_letters);
+        if fatal {
+            let spawned = std::thread::Builder::new()
+                .name("kafka-consumer-close".into())
+                .spawn(move || drop(clients));
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a thread to close the failed kafka consumer; leaking it");
+            }
+        } else {
+            let _ = tokio::task::spawn_blocking(move || drop(clients)).await;
+        }
         result.map(|()| stats)
     }
 
@@ -418,9 +521,27 @@ impl KafkaConsumer {
         stats: &mut KafkaConsumerStats,
     ) -> Result<Handled, KafkaConsumerError> {
         let mut attempt = 0u32;
+        let mut outage_delay = REGISTRY_OUTAGE_FIRST_DELAY;
         let error = loop {
             match self.deliver(message).await {
                 Ok(()) => return Ok(Handled::Ok),
+                Err(e) if e.is_registry_unavailable() => {
+                    // Not the message's fault: hold it, and its partition behind it, until the
+                    // registry answers (dead-lettering it would let the later messages of its
+                    // key overtake it). Shutdown interrupts the wait; the offset is not stored.
+                    tracing::warn!(
+                        topic = %self.topic,
+                        partition = message.partition(),
+                        offset = message.offset(),
+                        event_type = header_str(message, "ce_type").unwrap_or_default(),
+                        event_id = header_str(message, "ce_id").unwrap_or_default(),
+                        retry_in_ms = outage_delay.as_millis() as u64,
+                        error = %e,
+                        "schema registry unavailable; holding the message until it answers"
+                    );
+                    tokio::time::sleep(outage_delay).await;
+                    outage_delay = (outage_delay * 2).min(REGISTRY_OUTAGE_MAX_DELAY);
+                }
                 Err(e) if e.is_permanent() || attempt >= self.options.common.max_retries => break e,
                 Err(e) => {
                     attempt += 1;
@@ -517,7 +638,23 @@ enum MessageError {
     Registry(RegistryError),
 }
 
+/// The first wait of a message held while the schema registry is unavailable.
+const REGISTRY_OUTAGE_FIRST_DELAY: Duration = Duration::from_millis(100);
+/// The longest wait between two tries of a message held while the registry is unavailable.
+const REGISTRY_OUTAGE_MAX_DELAY: Duration = Duration::from_secs(10);
+
 impl MessageError {
+    /// Whether the writer's schema could not be fetched for a reason that is the
+    /// registry's, not the message's: unreachable, an error status other than 404
+    /// (5xx, 401/403 while credentials are fixed, 429...), or an answer that is not the API's.
+    fn is_registry_unavailable(&self) -> bool {
+        match self {
+            MessageError::Registry(RegistryError::Status { status, .. }) => *status != 404,
+            MessageError::Registry(RegistryError::Http { .. } | RegistryError::BadAnswer { .. }) => true,
+            _ => false,
+        }
+    }
+
     fn is_permanent(&self) -> bool {
         match self {
             MessageError::Dispatch(e) => e.is_permanent(),
@@ -530,42 +667,81 @@ impl MessageError {
     }
 }
 
+/// The headers of a message as raw (key, value) bytes, in order.
+///
+/// Read with librdkafka's own accessors: rdkafka's `Headers::iter` / `try_get` panic on
+/// a header key that is not UTF-8, which any peer can send.
+fn raw_headers<'a>(message: &'a BorrowedMessage<'_>) -> Vec<(&'a [u8], Option<&'a [u8]>)> {
+    use rdkafka::bindings as rd;
+    use rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR;
+    let mut out = Vec::new();
+    let mut headers: *mut rd::rd_kafka_headers_t = std::ptr::null_mut();
+    // SAFETY: `message.ptr()` is a valid message for as long as `message` is borrowed;
+    // the headers librdkafka returns belong to the message and live as long as it; each
+    // name is a NUL-terminated string and each value `size` bytes (or null), both owned
+    // by the headers. The returned slices borrow `message`, so they cannot outlive it.
+    unsafe {
+        if rd::rd_kafka_message_headers(message.ptr(), &mut headers) != RD_KAFKA_RESP_ERR_NO_ERROR || headers.is_null()
+        {
+            return out;
+        }
+        for idx in 0.. {
+            let mut name: *const std::os::raw::c_char = std::ptr::null();
+            let mut value: *const std::os::raw::c_void = std::ptr::null();
+            let mut size = 0usize;
+            if rd::rd_kafka_header_get_all(headers, idx, &mut name, &mut value, &mut size) != RD_KAFKA_RESP_ERR_NO_ERROR
+                || name.is_null()
+            {
+                break;
+            }
+            let key = std::ffi::CStr::from_ptr(name).to_bytes();
+            let value = (!value.is_null()).then(|| std::slice::from_raw_parts(value.cast::<u8>(), size));
+            out.push((key, value));
+        }
+    }
+    out
+}
+
+/// The value of the first header called `name`, when it is UTF-8 (for logs).
 fn header_str<'a>(message: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a str> {
-    let headers = message.headers()?;
-    headers
-        .iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value)
+    raw_headers(message)
+        .into_iter()
+        .find(|(key, _)| *key == name.as_bytes())
+        .and_then(|(_, value)| value)
         .and_then(|v| std::str::from_utf8(v).ok())
 }
 
-/// The metadata headers of a message; exactly one `ce_id` and one `ce_type` are required.
+/// The metadata headers of a message; exactly one `ce_id` and one `ce_type` are required,
+/// and every header key must be UTF-8 (as the Kafka protocol wants it).
 fn raw_metadata(message: &BorrowedMessage<'_>) -> Result<RawMetadata, DispatchError> {
     let mut raw = RawMetadata::default();
     let (mut ids, mut types) = (0usize, 0usize);
-    if let Some(headers) = message.headers() {
-        for h in headers.iter() {
-            let slot = match h.key {
-                "ce_id" => {
-                    ids += 1;
-                    &mut raw.id
-                }
-                "ce_type" => {
-                    types += 1;
-                    &mut raw.event_type
-                }
-                "ce_source" => &mut raw.source,
-                "ce_time" => &mut raw.time,
-                "ce_minorversion" => &mut raw.minorversion,
-                "sourcehost" => &mut raw.sourcehost,
-                "sourcelib" => &mut raw.sourcelib,
-                _ => continue,
-            };
-            let value = h.value.unwrap_or_default();
-            let text = std::str::from_utf8(value)
-                .map_err(|_| DispatchError::BadMetadata(format!("header {} is not UTF-8", h.key)))?;
-            *slot = Some(text.to_owned());
-        }
+    for (idx, (key, value)) in raw_headers(message).into_iter().enumerate() {
+        let key = std::str::from_utf8(key).map_err(|_| {
+            DispatchError::BadMetadata(format!(
+                "header {idx} has a key that is not UTF-8 ({:?})",
+                String::from_utf8_lossy(key).chars().take(100).collect::<String>()
+            ))
+        })?;
+        let slot = match key {
+            "ce_id" => {
+                ids += 1;
+                &mut raw.id
+            }
+            "ce_type" => {
+                types += 1;
+                &mut raw.event_type
+            }
+            "ce_source" => &mut raw.source,
+            "ce_time" => &mut raw.time,
+            "ce_minorversion" => &mut raw.minorversion,
+            "sourcehost" => &mut raw.sourcehost,
+            "sourcelib" => &mut raw.sourcelib,
+            _ => continue,
+        };
+        let text = std::str::from_utf8(value.unwrap_or_default())
+            .map_err(|_| DispatchError::BadMetadata(format!("header {key} is not UTF-8")))?;
+        *slot = Some(text.to_owned());
     }
     if ids != 1 || types != 1 {
         return Err(DispatchError::BadMetadata(format!(
@@ -573,4 +749,232 @@ fn raw_metadata(message: &BorrowedMessage<'_>) -> Result<RawMetadata, DispatchEr
         )));
     }
     Ok(raw)
+}
+
+/// A broker's answer, for one partition, to "the first offset at or after this time".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimeLookup {
+    /// This offset.
+    Offset(i64),
+    /// `-1`: no message at or after the time (or, from a broker that cannot search by
+    /// time but says so in no other way, such as librdkafka's mock cluster: unknown).
+    End,
+    /// The broker said it cannot search this partition by time.
+    Unsupported,
+    /// Another error.
+    Failed(rdkafka::error::RDKafkaErrorCode),
+}
+
+impl TimeLookup {
+    fn of(error: Result<(), KafkaError>, offset: Offset) -> Self {
+        use rdkafka::error::RDKafkaErrorCode as Code;
+        match error {
+            Err(e) => match e.rdkafka_error_code() {
+                Some(Code::UnsupportedForMessageFormat | Code::UnsupportedVersion | Code::UnsupportedFeature) => {
+                    Self::Unsupported
+                }
+                Some(code) => Self::Failed(code),
+                None => Self::Failed(Code::Fail),
+            },
+            Ok(()) => match offset {
+                Offset::Offset(o) if o >= 0 => Self::Offset(o),
+                Offset::End => Self::End,
+                // Anything else is not an answer to the question.
+                _ => Self::Unsupported,
+            },
+        }
+    }
+}
+
+/// Where a partition replayed from a time starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReplayStart {
+    /// At this offset.
+    At(i64),
+    /// At the end: nothing is that recent.
+    End,
+    /// "End" from a partition holding messages: read the last one's time to tell a real
+    /// "nothing that recent" from a broker that cannot search by time.
+    CheckLast,
+    /// The broker cannot search by time: read from the start (low watermark), skipping
+    /// older messages without storing their offsets.
+    Scan,
+}
+
+/// Decides where a partition starts from the broker's answer and its watermarks
+/// (`low`, `high`: read only for `End` and `Unsupported`).
+fn replay_start(lookup: TimeLookup, low: i64, high: i64) -> Result<ReplayStart, rdkafka::error::RDKafkaErrorCode> {
+    match lookup {
+        TimeLookup::Offset(o) => Ok(ReplayStart::At(o)),
+        TimeLookup::End if high <= low => Ok(ReplayStart::End),
+        TimeLookup::End => Ok(ReplayStart::CheckLast),
+        TimeLookup::Unsupported if high <= low => Ok(ReplayStart::End),
+        TimeLookup::Unsupported => Ok(ReplayStart::Scan),
+        TimeLookup::Failed(code) => Err(code),
+    }
+}
+
+/// After an "end" answer: when the partition's last message is at or after the time
+/// (or its time cannot be read), the answer was wrong and the partition is scanned;
+/// otherwise the end is the end.
+fn after_last_message(last_time: Option<i64>, ts: i64) -> ReplayStart {
+    match last_time {
+        Some(t) if t < ts => ReplayStart::End,
+        _ => ReplayStart::Scan,
+    }
+}
+
+/// The timestamps of the last message of these partitions (partition, low, high), read
+/// with a consumer outside any group; a partition whose last message does not come in
+/// `timeout` (a transaction marker, say) is left out.
+fn last_message_times(
+    config: &ClientConfig,
+    topic: &str,
+    partitions: &[(i32, i64, i64)],
+    timeout: Duration,
+) -> Result<HashMap<i32, i64>, KafkaError> {
+    let mut config = config.clone();
+    config
+        .set(
+            "group.id",
+            format!("openedx-events-replay-probe-{}", uuid::Uuid::new_v4().simple()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
+    let probe: BaseConsumer = config.create()?;
+    let mut tpl = TopicPartitionList::new();
+    for &(p, _, high) in partitions {
+        tpl.add_partition_offset(topic, p, Offset::Offset(high - 1))?;
+    }
+    probe.assign(&tpl)?;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut times = HashMap::new();
+    while times.len() < partitions.len() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match probe.poll(left.min(Duration::from_millis(200))) {
+            Some(Ok(m)) => {
+                if let Some(t) = m.timestamp().to_millis() {
+                    times.entry(m.partition()).or_insert(t);
+                }
+            }
+            Some(Err(e)) => tracing::warn!(topic, error = %e, "reading the last message for a replay"),
+            None => {}
+        }
+    }
+    Ok(times)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::error::RDKafkaErrorCode as Code;
+
+    /// A consumer with a replay context, without a broker (assignment is local).
+    fn replaying(pending: &[(i32, i64)]) -> BaseConsumer<ReplayContext> {
+        let context = ReplayContext {
+            topic: "t".into(),
+            pending: Mutex::new(pending.iter().map(|&(p, o)| (p, Offset::Offset(o))).collect()),
+        };
+        ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:9")
+            .create_with_context(context)
+            .unwrap()
+    }
+
+    fn rebalance(
+        consumer: &BaseConsumer<ReplayContext>,
+        err: RDKafkaRespErr,
+        partitions: &[i32],
+    ) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for &p in partitions {
+            tpl.add_partition("t", p);
+        }
+        consumer.context().rebalance(consumer, err, &mut tpl);
+        tpl
+    }
+
+    fn offset(tpl: &TopicPartitionList, p: i32) -> Offset {
+        tpl.find_partition("t", p).unwrap().offset()
+    }
+
+    /// A rebalance during start-up, before a partition's first message is handled, does
+    /// not drop its replay: the next assignment applies it again.
+    #[test]
+    fn a_rebalance_before_a_partition_is_read_keeps_its_replay() {
+        use RDKafkaRespErr::{
+            RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS as ASSIGN, RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS as REVOKE,
+        };
+        let consumer = replaying(&[(0, 5), (1, 7)]);
+        let first = rebalance(&consumer, ASSIGN, &[0, 1]);
+        assert_eq!(
+            (offset(&first, 0), offset(&first, 1)),
+            (Offset::Offset(5), Offset::Offset(7))
+        );
+        rebalance(&consumer, REVOKE, &[0, 1]);
+        let again = rebalance(&consumer, ASSIGN, &[1]);
+        assert_eq!(offset(&again, 1), Offset::Offset(7), "replay applied again");
+    }
+
+    /// Once a message of a partition is handled, later assignments go on from the stored
+    /// offsets (the replay is not applied twice).
+    #[test]
+    fn a_partition_read_since_its_replay_goes_on_from_its_stored_offset() {
+        use RDKafkaRespErr::{
+            RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS as ASSIGN, RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS as REVOKE,
+        };
+        let consumer = replaying(&[(0, 5), (1, 7)]);
+        rebalance(&consumer, ASSIGN, &[0, 1]);
+        consumer.context().replayed(0);
+        rebalance(&consumer, REVOKE, &[0, 1]);
+        let again = rebalance(&consumer, ASSIGN, &[0, 1]);
+        assert_eq!(offset(&again, 0), Offset::Invalid, "the committed or stored offset");
+        assert_eq!(offset(&again, 1), Offset::Offset(7));
+    }
+
+    /// Every answer a broker can give to "the first offset at or after this time".
+    #[test]
+    fn replay_start_for_every_broker_answer() {
+        // Found: start there.
+        let found = TimeLookup::of(Ok(()), Offset::Offset(42));
+        assert_eq!(found, TimeLookup::Offset(42));
+        assert_eq!(replay_start(found, 0, 100), Ok(ReplayStart::At(42)));
+        // -1: nothing that recent. An empty partition starts at the end; one with
+        // messages is checked against its last message.
+        let end = TimeLookup::of(Ok(()), Offset::End);
+        assert_eq!(end, TimeLookup::End);
+        assert_eq!(replay_start(end, 7, 7), Ok(ReplayStart::End));
+        assert_eq!(replay_start(end, 0, 100), Ok(ReplayStart::CheckLast));
+        // Last message older than the time: the end is the end (no scan, no offset stored).
+        assert_eq!(after_last_message(Some(999), 1000), ReplayStart::End);
+        // Last message at or after the time while the broker said "end": it cannot
+        // search by time (librdkafka's mock cluster), so scan.
+        assert_eq!(after_last_message(Some(1000), 1000), ReplayStart::Scan);
+        assert_eq!(after_last_message(Some(5000), 1000), ReplayStart::Scan);
+        assert_eq!(after_last_message(None, 1000), ReplayStart::Scan);
+        // A broker that says it cannot search: scan, unless there is nothing to read.
+        for code in [
+            Code::UnsupportedForMessageFormat,
+            Code::UnsupportedVersion,
+            Code::UnsupportedFeature,
+        ] {
+            let lookup = TimeLookup::of(Err(KafkaError::OffsetFetch(code)), Offset::Invalid);
+            assert_eq!(lookup, TimeLookup::Unsupported, "{code:?}");
+            assert_eq!(replay_start(lookup, 0, 10), Ok(ReplayStart::Scan));
+            assert_eq!(replay_start(lookup, 10, 10), Ok(ReplayStart::End));
+        }
+        // Any other error is reported, never taken for "cannot search".
+        let failed = TimeLookup::of(
+            Err(KafkaError::OffsetFetch(Code::NotLeaderForPartition)),
+            Offset::Invalid,
+        );
+        assert_eq!(failed, TimeLookup::Failed(Code::NotLeaderForPartition));
+        assert!(replay_start(failed, 0, 10).is_err());
+        // An answer that is no offset at all (-1001, a logical offset) is not trusted.
+        assert_eq!(TimeLookup::of(Ok(()), Offset::Invalid), TimeLookup::Unsupported);
+        assert_eq!(TimeLookup::of(Ok(()), Offset::Beginning), TimeLookup::Unsupported);
+    }
 }

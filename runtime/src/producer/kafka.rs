@@ -21,7 +21,14 @@
 //! `_API_SECRET` (SASL_SSL with PLAIN), `EVENTS_SERVICE_NAME` (client id), any librdkafka
 //! property as `EVENT_BUS_KAFKA_CONFIG_<NAME>` (e.g. `EVENT_BUS_KAFKA_CONFIG_LINGER_MS=10`
 //! sets `linger.ms`; `EVENT_BUS_KAFKA_PRODUCER_CONFIG_<NAME>` for the producer only),
-//! and the full-queue policy `EVENT_BUS_KAFKA_QUEUE_FULL_WAIT_MS` (see [`QueueFullPolicy`]).
+//! the full-queue policy `EVENT_BUS_KAFKA_QUEUE_FULL_WAIT_MS` (see [`QueueFullPolicy`]),
+//! and `EVENT_BUS_KAFKA_SCHEMA_RETRY_AFTER_MS`: how long a schema the registry refused for
+//! good (or refused with 401/403) stays refused before the next event of its route tries
+//! to register it again (default 30000).
+//!
+//! [`KafkaProducer::shutdown`] waits for the `produce` calls already under way, flushes,
+//! then reports failed (logged, counted, and answered to `produce_and_confirm`) every event
+//! still waiting for its schema: no accepted event is left unreported.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -44,6 +51,9 @@ use crate::schema_registry::{self, RegistryError, SchemaRegistryClient};
 use crate::settings::Settings;
 
 const BACKEND: &str = "kafka";
+
+/// How long a permanent registration failure holds by default.
+const DEFAULT_RETRY_FAILED_AFTER: Duration = Duration::from_secs(30);
 
 /// How long a sender waiting for room in a full queue sleeps between tries.
 const QUEUE_FULL_STEP: Duration = Duration::from_micros(500);
@@ -277,16 +287,63 @@ struct RouteState {
     event_type: &'static str,
     key_field: Option<KeyFieldInfo>,
     ready: OnceLock<RouteIds>,
-    failed: OnceLock<String>,
+    /// Whether `failure` holds one (read without its lock on the fast path).
+    has_failed: AtomicBool,
+    /// The last permanent registration failure, set and cleared under the gate's lock.
+    failure: Mutex<Option<Failure>>,
     /// The parked events of this route's topic.
     gate: Arc<TopicGate>,
     requested: AtomicBool,
 }
 
+/// A permanent registration failure: it holds for the producer's retry interval, then
+/// the next event of the route registers again.
+struct Failure {
+    error: Arc<str>,
+    at: Instant,
+}
+
 impl RouteState {
     /// Whether registration has ended, either way.
     fn settled(&self) -> bool {
-        self.ready.get().is_some() || self.failed.get().is_some()
+        self.ready.get().is_some() || self.has_failed.load(Ordering::Acquire)
+    }
+
+    /// The route's registration failure, if any.
+    fn failure(&self) -> Option<Arc<str>> {
+        if !self.has_failed.load(Ordering::Acquire) {
+            return None;
+        }
+        let failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        failure.as_ref().map(|f| f.error.clone())
+    }
+
+    /// The route's registration failure, if it is younger than `retry_after`.
+    fn fresh_failure(&self, retry_after: Duration) -> Option<Arc<str>> {
+        if !self.has_failed.load(Ordering::Acquire) {
+            return None;
+        }
+        let failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        failure
+            .as_ref()
+            .filter(|f| f.at.elapsed() < retry_after)
+            .map(|f| f.error.clone())
+    }
+
+    /// Records a permanent failure (under the gate's lock).
+    fn set_failure(&self, error: String) {
+        *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(Failure {
+            error: error.into(),
+            at: Instant::now(),
+        });
+        self.has_failed.store(true, Ordering::Release);
+    }
+
+    /// Forgets an old failure so that the route registers again (under the gate's lock).
+    fn clear_failure(&self) {
+        *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.has_failed.store(false, Ordering::Release);
+        self.requested.store(false, Ordering::Release);
     }
 }
 
@@ -296,10 +353,29 @@ impl RouteState {
 #[derive(Default)]
 struct TopicGate {
     /// Each with the number of its waiter (0: none).
-    parked: Mutex<std::collections::VecDeque<(ProducerRecord, Arc<RouteState>, usize)>>,
-    /// How many are parked, read without the lock on the fast path.
+    parked: Mutex<std::collections::VecDeque<Parked>>,
+    /// How many are parked, read without the lock on the fast path; counts the events a
+    /// release took out of `parked` until each is sent or failed.
     len: AtomicUsize,
+    /// Set (under the lock) while a release sends a chunk outside the lock: events of
+    /// the topic queue behind it even when `parked` is empty.
+    releasing: AtomicBool,
 }
+
+/// A parked event: the record, its route, the number of its waiter (0: none).
+type Parked = (ProducerRecord, Arc<RouteState>, usize);
+
+/// Whether [`Inner::send`] counts the event (a new one) or not (a released one, counted
+/// accepted when it was parked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counting {
+    New,
+    Released,
+}
+
+/// How many events a release takes out of a topic's queue at once: the lock is held to
+/// take them, never to encode or send them.
+const RELEASE_CHUNK: usize = 256;
 
 struct Inner {
     /// Unique among the producers of the process.
@@ -311,8 +387,13 @@ struct Inner {
     waiters: Arc<Waiters>,
     registrar: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Arc<RouteState>>>>,
     closed: AtomicBool,
+    /// `produce` calls under way: shutdown waits for those that passed the `closed`
+    /// check before it was set.
+    producing: Padded<AtomicUsize>,
     policy: QueueFullPolicy,
     max_parked: usize,
+    /// How long a permanent registration failure holds, in milliseconds.
+    retry_failed_after_ms: AtomicU64,
 }
 
 /// The Kafka producer. Cheap to clone (shared state).
@@ -353,7 +434,31 @@ impl KafkaProducer {
         let config = client_config(settings, "PRODUCER").map_err(KafkaSetupError::Settings)?;
         let registry = SchemaRegistryClient::from_settings(settings)?;
         let policy = QueueFullPolicy::from_settings(settings).map_err(KafkaSetupError::Settings)?;
-        Self::new(config, registry, policy)
+        let retry_after =
+            match settings.get("EVENT_BUS_KAFKA_SCHEMA_RETRY_AFTER_MS") {
+                None => DEFAULT_RETRY_FAILED_AFTER,
+                Some(v) => Duration::from_millis(v.trim().parse::<u64>().map_err(|e| {
+                    KafkaSetupError::Settings(format!("EVENT_BUS_KAFKA_SCHEMA_RETRY_AFTER_MS={v:?}: {e}"))
+                })?),
+            };
+        let producer = Self::new(config, registry, policy)?;
+        producer.set_registration_retry_after(retry_after);
+        Ok(producer)
+    }
+
+    /// Sets how long a schema the registry refused for good stays refused: events of its
+    /// route are refused meanwhile, and the first one after it registers again (a schema
+    /// made compatible, credentials fixed). 30 s by default.
+    ///
+    /// ```no_run
+    /// # fn example(producer: openedx_events::producer::kafka::KafkaProducer) {
+    /// producer.set_registration_retry_after(std::time::Duration::from_secs(5));
+    /// # }
+    /// ```
+    pub fn set_registration_retry_after(&self, after: Duration) {
+        self.inner
+            .retry_failed_after_ms
+            .store(after.as_millis().min(u64::MAX as u128) as u64, Ordering::Relaxed);
     }
 
     /// Creates the producer from a librdkafka configuration and a registry client.
@@ -388,8 +493,10 @@ impl KafkaProducer {
             waiters,
             registrar: Mutex::new(Some(tx)),
             closed: AtomicBool::new(false),
+            producing: Padded::default(),
             policy,
             max_parked,
+            retry_failed_after_ms: AtomicU64::new(DEFAULT_RETRY_FAILED_AFTER.as_millis() as u64),
         });
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
@@ -459,7 +566,8 @@ impl KafkaProducer {
                     event_type,
                     key_field,
                     ready: OnceLock::new(),
-                    failed: OnceLock::new(),
+                    has_failed: AtomicBool::new(false),
+                    failure: Mutex::new(None),
                     gate,
                     requested: AtomicBool::new(false),
                 })
@@ -512,28 +620,56 @@ impl KafkaProducer {
     }
 
     fn produce_record(&self, record: ProducerRecord, waiter: usize) -> Result<(), ProduceError> {
-        if self.inner.closed.load(Ordering::Acquire) {
-            return Err(ProduceError::Closed);
+        // Counted before `closed` is read, so that shutdown, which sets `closed` and then
+        // reads this, waits for every call that may still accept an event.
+        self.inner.producing.fetch_add(1, Ordering::SeqCst);
+        let result = self.produce_open(record, waiter);
+        self.inner.producing.fetch_sub(1, Ordering::Release);
+        result
+    }
+
+    fn retry_failed_after(&self) -> Duration {
+        Duration::from_millis(self.inner.retry_failed_after_ms.load(Ordering::Relaxed))
+    }
+
+    fn produce_open(&self, record: ProducerRecord, waiter: usize) -> Result<(), ProduceError> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(self.inner.reject(ProduceError::Closed));
         }
         let route = self.route(&record);
-        if let Some(error) = route.failed.get() {
-            return Err(backend_error(format!("schema registration failed: {error}")));
+        if let Some(error) = route.fresh_failure(self.retry_failed_after()) {
+            return Err(self.inner.reject(registration_failed(&error)));
         }
         if route.gate.len.load(Ordering::Acquire) == 0 {
             if let Some(ids) = route.ready.get() {
-                return self.inner.send(&record, ids, self.inner.policy, waiter);
+                return self.inner.send(&record, ids, self.inner.policy, waiter, Counting::New);
             }
         }
         let mut parked = route.gate.parked.lock().unwrap_or_else(|e| e.into_inner());
-        // The topic's parked events may have been released while we waited for the lock.
-        if parked.is_empty() {
+        // The route may have been settled, and the topic's parked events released, while
+        // we waited for the lock. A route settles under this lock, so what is read here
+        // stays true until the event is queued: an event of a failed route is never parked
+        // after its route's release ran (nothing would release it, and it would hold every
+        // later event of its topic).
+        if route.has_failed.load(Ordering::Acquire) {
+            match route.fresh_failure(self.retry_failed_after()) {
+                Some(error) => {
+                    drop(parked);
+                    return Err(self.inner.reject(registration_failed(&error)));
+                }
+                // Failed long enough ago: this event registers again.
+                None => route.clear_failure(),
+            }
+        }
+        if parked.is_empty() && !route.gate.releasing.load(Ordering::Acquire) {
             if let Some(ids) = route.ready.get() {
                 drop(parked);
-                return self.inner.send(&record, ids, self.inner.policy, waiter);
+                return self.inner.send(&record, ids, self.inner.policy, waiter, Counting::New);
             }
         }
         if self.inner.counters.parked.load(Ordering::Acquire) >= self.inner.max_parked {
-            return Err(ProduceError::BufferFull { waited: Duration::ZERO });
+            drop(parked);
+            return Err(self.inner.reject(ProduceError::BufferFull { waited: Duration::ZERO }));
         }
         let settled = route.settled();
         parked.push_back((record, route.clone(), waiter));
@@ -585,6 +721,26 @@ impl KafkaProducer {
         Ok(())
     }
 
+    /// Reports every parked event failed (at shutdown).
+    fn fail_all_parked(&self, error: &str) {
+        let gates: Vec<Arc<TopicGate>> = self
+            .inner
+            .gates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for gate in gates {
+            let mut parked = gate.parked.lock().unwrap_or_else(|e| e.into_inner());
+            while let Some((record, _, waiter)) = parked.pop_front() {
+                gate.len.fetch_sub(1, Ordering::AcqRel);
+                self.inner.counters.parked.fetch_sub(1, Ordering::AcqRel);
+                self.inner.fail_parked(&record, error, waiter);
+            }
+        }
+    }
+
     fn timeout_error(&self, target: u64, waited: Duration) -> ProduceError {
         let done = self.inner.counters.completed();
         ProduceError::Timeout {
@@ -592,6 +748,11 @@ impl KafkaProducer {
             waited,
         }
     }
+}
+
+/// The refusal of an event whose route's schemas could not be registered.
+fn registration_failed(error: &str) -> ProduceError {
+    backend_error(format!("schema registration failed: {error}"))
 }
 
 fn backend_error(message: String) -> ProduceError {
@@ -732,14 +893,27 @@ thread_local! {
 }
 
 impl Inner {
-    /// Encodes and enqueues one event whose schema ids are known.
+    /// Counts a refusal of `produce` and returns it.
+    fn reject(&self, error: ProduceError) -> ProduceError {
+        self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        error
+    }
+
+    /// Encodes and enqueues one event whose schema ids are known; a new event is counted
+    /// accepted or rejected, a released one was counted accepted when it was parked.
     fn send(
         &self,
         record: &ProducerRecord,
         ids: &RouteIds,
         policy: QueueFullPolicy,
         waiter: usize,
+        counting: Counting,
     ) -> Result<(), ProduceError> {
+        let count = |counter: &AtomicU64| {
+            if counting == Counting::New {
+                counter.fetch_add(1, Ordering::AcqRel);
+            }
+        };
         BUFFERS.with(|cell| {
             let mut guard = cell.borrow_mut();
             let (key_buf, value_buf) = &mut *guard;
@@ -747,7 +921,7 @@ impl Inner {
             value_buf.clear();
             value_buf.extend_from_slice(&schema_registry::frame_header(ids.value_id));
             if let Err(e) = record.data.encode_avro(value_buf) {
-                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                count(&self.counters.rejected);
                 return Err(ProduceError::Encode(e));
             }
             let has_key = match (&record.key, ids.key_id) {
@@ -767,7 +941,7 @@ impl Inner {
             loop {
                 match self.producer.send(base) {
                     Ok(()) => {
-                        self.counters.accepted.fetch_add(1, Ordering::AcqRel);
+                        count(&self.counters.accepted);
                         return Ok(());
                     }
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
@@ -778,13 +952,13 @@ impl Inner {
                                 std::thread::sleep(QUEUE_FULL_STEP);
                             }
                             _ => {
-                                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                                count(&self.counters.rejected);
                                 return Err(ProduceError::BufferFull { waited });
                             }
                         }
                     }
                     Err((e, _)) => {
-                        self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                        count(&self.counters.rejected);
                         return Err(backend_error(e.to_string()));
                     }
                 }
@@ -792,7 +966,8 @@ impl Inner {
         })
     }
 
-    /// Marks a parked event failed (its schemas could not be registered).
+    /// Marks a parked event failed (its schemas could not be registered, or the producer
+    /// shut down first).
     fn fail_parked(&self, record: &ProducerRecord, error: &str, waiter: usize) {
         self.counters.failed.fetch_add(1, Ordering::AcqRel);
         self.waiters.resolve(waiter, Err(error.to_owned()));
@@ -801,7 +976,7 @@ impl Inner {
             topic = &*record.topic,
             event_id = %record.metadata.id,
             error,
-            "kafka event dropped: its schema could not be registered"
+            "kafka event dropped before its schema was registered"
         );
     }
 }
@@ -868,77 +1043,112 @@ async fn register_route(inner: std::sync::Weak<Inner>, registry: Arc<SchemaRegis
             }
             Err(error) => {
                 tracing::error!(event_type = route.event_type, topic = &*route.topic, error = %error, "schema registration failed");
-                let _ = route.failed.set(error);
+                route.set_failure(error);
             }
         }
     }
     release_gate(inner, &route).await;
 }
 
-/// Releases the settled events at the front of a route's topic queue. When librdkafka's
-/// queue is full it tries again a little later, without holding the topic's lock in
-/// between: producers of the topic queue behind and are never blocked.
+/// Releases the settled events at the front of a route's topic queue, in order: takes up
+/// to [`RELEASE_CHUNK`] of them under the topic's lock, then encodes and sends them
+/// without it (producers of the topic queue behind meanwhile, and are never blocked for
+/// longer than a chunk is taken). When librdkafka's queue is full the rest of the chunk
+/// goes back to the front and it tries again a little later. One release runs per topic
+/// at a time; a route settled while one runs is released by it.
 async fn release_gate(inner: std::sync::Weak<Inner>, route: &RouteState) {
+    let gate = &route.gate;
+    {
+        let _parked = gate.parked.lock().unwrap_or_else(|e| e.into_inner());
+        if gate.releasing.swap(true, Ordering::AcqRel) {
+            // The running release sees this route settled when it next looks.
+            return;
+        }
+    }
     let mut backoff = Duration::from_millis(1);
+    let mut released = 0usize;
     loop {
-        let queue_full = {
-            let Some(inner) = inner.upgrade() else { return };
-            let mut parked = route.gate.parked.lock().unwrap_or_else(|e| e.into_inner());
-            let (released, queue_full) = release_settled(&inner, &route.gate, &mut parked);
+        let Some(inner) = inner.upgrade() else {
+            gate.releasing.store(false, Ordering::Release);
+            return;
+        };
+        let chunk = {
+            let mut parked = gate.parked.lock().unwrap_or_else(|e| e.into_inner());
+            let settled = parked
+                .iter()
+                .take(RELEASE_CHUNK)
+                .take_while(|(_, r, _)| r.settled())
+                .count();
+            if settled == 0 {
+                gate.releasing.store(false, Ordering::Release);
+                tracing::debug!(
+                    topic = &*route.topic,
+                    released,
+                    still_parked = parked.len(),
+                    "parked events released"
+                );
+                return;
+            }
+            parked.drain(..settled).collect::<Vec<Parked>>()
+        };
+        let sent = chunk
+            .iter()
+            .take_while(|entry| release_one(&inner, gate, entry))
+            .count();
+        released += sent;
+        let queue_full = sent < chunk.len();
+        if queue_full {
+            // No room in librdkafka's queue: the rest goes back to the front, in order.
+            let mut parked = gate.parked.lock().unwrap_or_else(|e| e.into_inner());
+            for entry in chunk.into_iter().skip(sent).rev() {
+                parked.push_front(entry);
+            }
+        }
+        drop(inner);
+        if queue_full {
             tracing::debug!(
                 topic = &*route.topic,
                 released,
-                still_parked = parked.len(),
-                queue_full,
-                "parked events released"
+                "librdkafka's queue is full; releasing later"
             );
-            queue_full
-        };
-        if !queue_full {
-            return;
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(100));
+        } else {
+            backoff = Duration::from_millis(1);
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_millis(100));
     }
 }
 
-/// Sends (or fails) the parked events at the front of a topic's queue whose routes are
-/// settled, stopping at the first one whose route is still being registered, or when
-/// librdkafka's queue is full. Returns how many left the queue, and whether it stopped
-/// on a full queue.
-fn release_settled(
-    inner: &Inner,
-    gate: &TopicGate,
-    parked: &mut std::collections::VecDeque<(ProducerRecord, Arc<RouteState>, usize)>,
-) -> (usize, bool) {
-    let mut released = 0;
-    while let Some((record, route, waiter)) = parked.front() {
-        if let Some(ids) = route.ready.get() {
-            // Already counted as accepted: undo before `send` counts it again.
-            inner.counters.accepted.fetch_sub(1, Ordering::AcqRel);
-            match inner.send(record, ids, QueueFullPolicy::Reject, *waiter) {
-                Ok(()) => {}
-                Err(e) => {
-                    // Still accepted, not rejected: it stays parked or is reported failed.
-                    inner.counters.accepted.fetch_add(1, Ordering::AcqRel);
-                    inner.counters.rejected.fetch_sub(1, Ordering::AcqRel);
-                    if matches!(e, ProduceError::BufferFull { .. }) {
-                        return (released, true);
-                    }
-                    inner.fail_parked(record, &e.to_string(), *waiter);
+/// Sends (or fails) one parked event whose route is settled; false (and nothing done)
+/// when librdkafka's queue is full.
+fn release_one(inner: &Inner, gate: &TopicGate, entry: &Parked) -> bool {
+    let (record, route, waiter) = entry;
+    let failure = if let Some(ids) = route.ready.get() {
+        // Counted as accepted when parked: it stays parked or is reported failed.
+        match inner.send(record, ids, QueueFullPolicy::Reject, *waiter, Counting::Released) {
+            Ok(()) => None,
+            Err(e) => {
+                if matches!(e, ProduceError::BufferFull { .. }) {
+                    return false;
                 }
+                Some(e.to_string())
             }
-        } else if let Some(error) = route.failed.get() {
-            inner.fail_parked(record, error, *waiter);
-        } else {
-            break;
         }
-        parked.pop_front();
-        gate.len.fetch_sub(1, Ordering::AcqRel);
-        inner.counters.parked.fetch_sub(1, Ordering::AcqRel);
-        released += 1;
+    } else {
+        Some(
+            route
+                .failure()
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| "schema registration failed".to_owned()),
+        )
+    };
+    gate.len.fetch_sub(1, Ordering::AcqRel);
+    inner.counters.parked.fetch_sub(1, Ordering::AcqRel);
+    // Reported after the counts, so that whoever hears of it sees them up to date.
+    if let Some(error) = failure {
+        inner.fail_parked(record, &error, *waiter);
     }
-    (released, false)
+    true
 }
 
 enum Attempt {
@@ -985,10 +1195,20 @@ impl Producer for KafkaProducer {
 
     fn shutdown(&self, timeout: Duration) -> BoxFuture<'_, Result<(), ProduceError>> {
         Box::pin(async move {
-            self.inner.closed.store(true, Ordering::Release);
-            let result = self.flush_inner(timeout).await;
+            let deadline = Instant::now() + timeout;
+            self.inner.closed.store(true, Ordering::SeqCst);
+            // The calls that passed the `closed` check before it was set may still accept
+            // their event: flush must count them.
+            while self.inner.producing.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let result = self
+                .flush_inner(deadline.saturating_duration_since(Instant::now()))
+                .await;
             // Stops the registrar once its work is done.
             self.inner.registrar.lock().unwrap_or_else(|e| e.into_inner()).take();
+            // Nothing releases what is still parked now: report it failed.
+            self.fail_all_parked("the producer shut down before the event's schema was registered");
             let stats = self.stats();
             tracing::info!(
                 accepted = stats.accepted,
