@@ -181,7 +181,7 @@ fn huge_json_values_are_refused_naming_the_path() {
 #[test]
 fn json_data_of_the_wrong_shape_is_refused_naming_the_path() {
     for (text, wanted) in [
-        ("[]", "invalid length 0, expected record"),
+        ("[]", "invalid type: sequence, expected record"),
         ("null", "invalid type"),
         ("\"enrollment\"", "invalid type"),
         (r#"{"enrollment": []}"#, "enrollment"),
