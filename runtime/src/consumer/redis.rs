@@ -20,6 +20,19 @@
 //! message is claimed by another member only once it was left for a retry, or its
 //! consumer stopped (or lost Redis) for `retry_delay`.
 //!
+//! # Lost replies
+//!
+//! Redis assigns the messages of an `XREADGROUP` (or `XCLAIM`) to this consumer when it
+//! runs the command, whether or not the reply comes back. After any failed Redis call
+//! (a lost connection, a timed-out reply, a refusal), the consumer therefore first takes
+//! up, in id order, the messages pending for it that it did not leave for a retry, before
+//! reading new ones: order per stream is kept, and they are not left to be claimed after
+//! `retry_delay` behind later ones. It takes them with their delivery count unchanged
+//! (`XCLAIM ... RETRYCOUNT`), so a delivery whose reply was lost spends no retry:
+//! [`ConsumerOptions::max_retries`] counts attempts where the receivers ran. (A delivery
+//! whose reply was lost and that another member claims, because this consumer stopped or
+//! lost Redis for `retry_delay`, still counts one.)
+//!
 //! Dead-lettering writes the message's original fields plus `error`, `original_id`,
 //! `attempts`, `original_stream` and `group` to the dead-letter stream
 //! ([`ConsumerOptions::dead_letter_for`]) and acknowledges the original, atomically (one
@@ -50,7 +63,7 @@
 //! [`ConsumerOptions::max_retries`]) and look idle already, so any member claims them
 //! at once (this consumer name too, at its next start).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -304,6 +317,8 @@ impl RedisConsumer {
             completed: 0,
             group_ready: false,
             own_pending_checked: false,
+            resume_own: false,
+            left_for_retry: HashSet::new(),
             next_claim: tokio::time::Instant::now(),
             in_hand: Arc::default(),
         };
@@ -372,6 +387,12 @@ struct Run<'a> {
     completed: u64,
     group_ready: bool,
     own_pending_checked: bool,
+    /// Set by a failed Redis call: before reading new messages, the messages Redis
+    /// delivered to this consumer whose reply may have been lost are taken up again.
+    resume_own: bool,
+    /// Messages of this consumer left pending for a retry after a failed attempt (they
+    /// wait for `retry_delay`, they are not taken up again by `resume_own_pending`).
+    left_for_retry: HashSet<String>,
     next_claim: tokio::time::Instant,
     /// Ids of the messages in hand (see `process_batch`).
     in_hand: Arc<Mutex<Vec<String>>>,
@@ -408,6 +429,7 @@ impl Run<'_> {
                     // The stream or the group was deleted meanwhile: set it up again.
                     tracing::warn!(topic = %self.c.topic, group = %self.c.group, error = %e, "consumer group gone; creating it again");
                     self.group_ready = false;
+                    self.resume_own = true;
                     self.redis_budget.failure(&e.to_string())?;
                 }
                 Err(StepError::Refused(e)) => {
@@ -417,6 +439,7 @@ impl Run<'_> {
                         error = %e,
                         "redis refused the consumer for now; retrying"
                     );
+                    self.resume_own = true;
                     self.redis_budget.failure(&e.to_string())?;
                     let delay = self.backoff.next_delay();
                     self.stop.sleep(delay).await;
@@ -429,6 +452,7 @@ impl Run<'_> {
                         "redis consumer lost its connection; reconnecting"
                     );
                     self.conn = None;
+                    self.resume_own = true;
                     self.redis_budget.failure(&e.to_string())?;
                     let delay = self.backoff.next_delay();
                     self.stop.sleep(delay).await;
@@ -448,6 +472,14 @@ impl Run<'_> {
             let me = self.c.consumer.clone();
             self.claim(conn, Some(&me), Duration::ZERO).await?;
             self.own_pending_checked = true;
+            self.resume_own = false;
+        }
+        if self.resume_own {
+            // A call failed: Redis may have delivered messages whose reply never came
+            // back. They are ours and older than what `>` returns next: handle them first.
+            self.flush_acks(conn).await?;
+            self.resume_own_pending(conn).await?;
+            self.resume_own = false;
         }
         if tokio::time::Instant::now() >= self.next_claim {
             let retry_delay = self.c.options.common.retry_delay;
@@ -615,6 +647,66 @@ impl Run<'_> {
         }
     }
 
+    /// Takes up again, in id order, the messages pending for this consumer that it is not
+    /// retrying later (those left after a failed attempt wait for `retry_delay`): after a
+    /// lost reply (to `XREADGROUP`, `XCLAIM`, or a cut mid-batch) they were delivered to this
+    /// consumer but never started, and must come before the messages read after them.
+    ///
+    /// Their delivery count is kept as it is (`XCLAIM ... RETRYCOUNT` with the current
+    /// count, in one script): it counted the delivery whose reply was lost, which is the
+    /// attempt made now, so a lost reply spends no retry (`XREADGROUP` with an id, or a
+    /// plain `XCLAIM`, would count one delivery more each time).
+    async fn resume_own_pending(&mut self, conn: &mut MultiplexedConnection) -> Step<()> {
+        let mut cursor = "-".to_owned();
+        let mut own: HashSet<String> = HashSet::new();
+        loop {
+            if self.done() {
+                return Ok(());
+            }
+            let count = self.remaining();
+            let pending: Value = ::redis::cmd("XPENDING")
+                .arg(&self.c.topic)
+                .arg(&self.c.group)
+                .arg(&cursor)
+                .arg("+")
+                .arg(count)
+                .arg(&self.c.consumer)
+                .query_async(conn)
+                .await?;
+            let pending = pending_entries(pending);
+            let Some((last, _)) = pending.last() else { break };
+            let full_page = pending.len() >= count;
+            cursor = format!("({last}");
+            own.extend(pending.iter().map(|(id, _)| id.clone()));
+            let ids: Vec<&String> = pending
+                .iter()
+                .map(|(id, _)| id)
+                .filter(|id| !self.left_for_retry.contains(*id))
+                .collect();
+            if !ids.is_empty() {
+                let mut invocation = RESUME_OWN_SCRIPT.key(&self.c.topic);
+                invocation.arg(&self.c.group).arg(&self.c.consumer).arg(&ids);
+                let taken: Value = invocation.invoke_async(conn).await?;
+                let batch = resumed_entries(taken);
+                if !batch.is_empty() {
+                    tracing::info!(
+                        topic = %self.c.topic,
+                        group = %self.c.group,
+                        messages = batch.len(),
+                        "taking up messages delivered to this consumer whose reply was lost"
+                    );
+                }
+                self.process_batch(conn, batch).await?;
+            }
+            if !full_page {
+                break;
+            }
+        }
+        // Forget the retries another member took meanwhile.
+        self.left_for_retry.retain(|id| own.contains(id));
+        Ok(())
+    }
+
     /// Reads and handles one batch of new messages.
     async fn read_new(&mut self, conn: &mut MultiplexedConnection) -> Step<()> {
         let reply: Value = ::redis::cmd("XREADGROUP")
@@ -718,9 +810,14 @@ impl Run<'_> {
 
     async fn process(&mut self, conn: &mut MultiplexedConnection, msg: Received) -> Step<Handled> {
         self.stats.received += 1;
+        let id = msg.entry.id.clone();
+        self.left_for_retry.remove(&id);
         let handled = self.handle(conn, msg).await?;
-        if let Handled::Ack = handled {
-            self.completed += 1;
+        match handled {
+            Handled::Ack => self.completed += 1,
+            Handled::Pending => {
+                self.left_for_retry.insert(id);
+            }
         }
         Ok(handled)
     }
@@ -954,6 +1051,29 @@ return n
     )
 });
 
+/// Takes messages `ARGV[3..]` still pending for consumer `ARGV[2]` of group `ARGV[1]` on
+/// stream `KEYS[1]`, keeping their delivery count: `XCLAIM` each with `RETRYCOUNT` set to
+/// its current count. Returns `entry, count` pairs (an entry gone from the stream has no
+/// fields; Redis 7 drops it from the group instead and it is left out).
+static RESUME_OWN_SCRIPT: std::sync::LazyLock<::redis::Script> = std::sync::LazyLock::new(|| {
+    ::redis::Script::new(
+        r"
+local out = {}
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
+  if #p > 0 then
+    local e = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'RETRYCOUNT', p[1][4])
+    if #e > 0 then
+      out[#out + 1] = e[1]
+      out[#out + 1] = p[1][4]
+    end
+  end
+end
+return out
+",
+    )
+});
+
 /// Moves group `ARGV[1]` of stream `KEYS[1]` to `ARGV[2]` unless the marker `KEYS[2]`
 /// says it was moved there already, then records it; 1 when moved.
 static RESET_ONCE_SCRIPT: std::sync::LazyLock<::redis::Script> = std::sync::LazyLock::new(|| {
@@ -1017,6 +1137,26 @@ fn read_reply_entries(v: Value) -> Vec<StreamEntry> {
         Value::Map(streams) => streams.into_iter().flat_map(|(_, e)| stream_entries(e)).collect(),
         _ => Vec::new(),
     }
+}
+
+/// The messages of a `RESUME_OWN_SCRIPT` reply, with their delivery count (which counts
+/// the delivery now made).
+fn resumed_entries(v: Value) -> Vec<Received> {
+    let Value::Array(items) = v else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(items.len() / 2);
+    let mut it = items.into_iter();
+    while let (Some(entry), Some(count)) = (it.next(), it.next()) {
+        let Value::Int(count) = count else { continue };
+        if let Some(entry) = stream_entries(Value::Array(vec![entry])).pop() {
+            out.push(Received {
+                entry,
+                attempts: u64::try_from(count).unwrap_or(0).max(1),
+            });
+        }
+    }
+    out
 }
 
 /// `(id, deliveries)` of an extended `XPENDING` reply.
