@@ -12,7 +12,11 @@
 //! - A receiver fails: it is left pending. Once it has been idle for
 //!   [`ConsumerOptions::retry_delay`], a member of the group claims it again (`XCLAIM`)
 //!   and retries it. After [`ConsumerOptions::max_retries`] retries it is dead-lettered.
-//! - It cannot be decoded, has an unknown type or bad metadata: it is dead-lettered at once.
+//! - It cannot be decoded, has an unknown type or bad metadata (a metadata field or
+//!   `event_data` given twice, a metadata value that is not UTF-8, a missing `id`, `time`
+//!   or `event_data`...): it is dead-lettered at once, with the reason. Peer-supplied
+//!   values (event type, id) are cut to 200 characters in the logs, and so is the reason,
+//!   in the logs and in the dead letter.
 //!
 //! While a consumer holds a batch, a task of its own keeps the idle time of the batch's
 //! messages not yet acknowledged (started or not) below a quarter of `retry_delay`, so the
@@ -831,13 +835,20 @@ impl Run<'_> {
             self.to_ack.push(entry.id);
             return Ok(Handled::Ack);
         }
-        let (raw, data) = read_fields(&entry.fields);
-        let event_id = raw.id.clone().unwrap_or_default();
-        let event_type = raw.event_type.clone().unwrap_or_default();
-        let result = match (parse_metadata(&raw), data) {
-            (Ok(metadata), Some(data)) => dispatch(metadata, data).await,
-            (Ok(_), None) => Err(DispatchError::BadMetadata("missing `event_data`".into())),
-            (Err(e), _) => Err(e),
+        let (raw, data) = match read_fields(&entry.fields) {
+            Ok((raw, data)) => (raw, Ok(data)),
+            Err(e) => (RawMetadata::default(), Err(e)),
+        };
+        // Peer-supplied: cut before they reach a log.
+        let event_id = bounded(raw.id.as_deref().unwrap_or_default()).into_owned();
+        let event_type = bounded(raw.event_type.as_deref().unwrap_or_default()).into_owned();
+        let result = match data {
+            Err(e) => Err(e),
+            Ok(data) => match (parse_metadata(&raw), data) {
+                (Ok(metadata), Some(data)) => dispatch(metadata, data).await,
+                (Ok(_), None) => Err(DispatchError::BadMetadata("missing `event_data`".into())),
+                (Err(e), _) => Err(e),
+            },
         };
         match result {
             Ok(()) => {
@@ -847,7 +858,9 @@ impl Run<'_> {
                 Ok(Handled::Ack)
             }
             Err(e) => {
-                let error = e.to_string();
+                // It may quote peer-supplied values (and receivers' messages): bounded in
+                // the logs and in the dead letter.
+                let error = bounded(&e.to_string()).into_owned();
                 let give_up = e.is_permanent() || attempts > u64::from(self.c.options.common.max_retries);
                 let mut dead_letter_failed = false;
                 if give_up {
@@ -1104,24 +1117,50 @@ return redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
 });
 
 /// The metadata fields and `event_data` of a message.
-fn read_fields(fields: &[(Vec<u8>, Vec<u8>)]) -> (RawMetadata, Option<&[u8]>) {
+///
+/// A field we read given twice (which one did the producer mean?), or a metadata value
+/// that is not UTF-8, makes the message unreadable: the error names the field. Other
+/// fields are ignored.
+fn read_fields(fields: &[(Vec<u8>, Vec<u8>)]) -> Result<(RawMetadata, Option<&[u8]>), DispatchError> {
     let mut raw = RawMetadata::default();
     let mut data = None;
     for (k, v) in fields {
-        let text = || String::from_utf8(v.clone()).ok();
-        match &k[..] {
-            b"type" => raw.event_type = text(),
-            b"id" => raw.id = text(),
-            b"source" => raw.source = text(),
-            b"time" => raw.time = text(),
-            b"minorversion" => raw.minorversion = text(),
-            b"sourcehost" => raw.sourcehost = text(),
-            b"sourcelib" => raw.sourcelib = text(),
-            b"event_data" => data = Some(&v[..]),
-            _ => {}
+        let (name, slot) = match &k[..] {
+            b"event_data" => {
+                if data.replace(&v[..]).is_some() {
+                    return Err(DispatchError::BadMetadata("field `event_data` given twice".into()));
+                }
+                continue;
+            }
+            b"type" => ("type", &mut raw.event_type),
+            b"id" => ("id", &mut raw.id),
+            b"source" => ("source", &mut raw.source),
+            b"time" => ("time", &mut raw.time),
+            b"minorversion" => ("minorversion", &mut raw.minorversion),
+            b"sourcehost" => ("sourcehost", &mut raw.sourcehost),
+            b"sourcelib" => ("sourcelib", &mut raw.sourcelib),
+            _ => continue,
+        };
+        if slot.is_some() {
+            return Err(DispatchError::BadMetadata(format!("field `{name}` given twice")));
         }
+        let text = String::from_utf8(v.clone())
+            .map_err(|_| DispatchError::BadMetadata(format!("field `{name}` is not UTF-8")))?;
+        *slot = Some(text);
     }
-    (raw, data)
+    Ok((raw, data))
+}
+
+/// Longest peer-supplied value (event type, id, error reason) in a log or a stored reason,
+/// in characters.
+const MAX_PEER_VALUE_CHARS: usize = 200;
+
+/// `s` cut to [`MAX_PEER_VALUE_CHARS`] characters, saying how long it was when cut.
+fn bounded(s: &str) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(MAX_PEER_VALUE_CHARS) {
+        None => s.into(),
+        Some((end, _)) => format!("{}... ({} bytes in all)", &s[..end], s.len()).into(),
+    }
 }
 
 /// The entries of an `XREADGROUP` reply (one stream): `[[stream, [entries]]]`, or nil.
@@ -1198,19 +1237,34 @@ mod tests {
     }
 
     #[test]
-    fn fields_are_read_by_name_and_bad_utf8_is_missing() {
-        let fields = vec![
+    fn fields_are_read_by_name_and_bad_utf8_or_doubled_is_refused() {
+        let mut fields = vec![
             (b"sourcelib".to_vec(), b"10.5.0".to_vec()),
             (b"type".to_vec(), b"org.openedx.x.y.v1".to_vec()),
-            (b"id".to_vec(), vec![0xff]),
             (b"event_data".to_vec(), vec![0, 1]),
             (b"extra".to_vec(), b"ignored".to_vec()),
+            (b"extra".to_vec(), vec![0xff]),
         ];
-        let (raw, data) = read_fields(&fields);
+        let (raw, data) = read_fields(&fields).unwrap();
         assert_eq!(raw.event_type.as_deref(), Some("org.openedx.x.y.v1"));
         assert_eq!(raw.sourcelib.as_deref(), Some("10.5.0"));
         assert_eq!(raw.id, None);
         assert_eq!(data, Some(&[0u8, 1][..]));
+        fields.push((b"id".to_vec(), vec![0xff]));
+        let e = read_fields(&fields).unwrap_err().to_string();
+        assert!(e.contains("field `id` is not UTF-8"), "{e}");
+        fields.pop();
+        fields.push((b"type".to_vec(), b"org.openedx.x.y.v1".to_vec()));
+        let e = read_fields(&fields).unwrap_err().to_string();
+        assert!(e.contains("field `type` given twice"), "{e}");
+    }
+
+    #[test]
+    fn peer_values_are_bounded() {
+        assert_eq!(bounded("short"), "short");
+        let cut = bounded(&"é".repeat(1000)).into_owned();
+        assert!(cut.chars().count() < MAX_PEER_VALUE_CHARS + 40, "{cut}");
+        assert!(cut.ends_with("(2000 bytes in all)"), "{cut}");
     }
 
     #[test]
