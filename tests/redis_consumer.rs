@@ -939,3 +939,163 @@ async fn reset_once_is_applied_by_the_first_replica_only() {
         .unwrap();
     assert_eq!(third.succeeded, 5, "{third:?}");
 }
+
+/// XADDs `fields` (names and values as bytes) to `stream`; returns the entry id.
+fn xadd_raw(conn: &mut redis::Connection, stream: &str, fields: &[(&[u8], Vec<u8>)]) -> String {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(stream).arg("*");
+    for (k, v) in fields {
+        cmd.arg(*k).arg(&v[..]);
+    }
+    cmd.query(conn).unwrap()
+}
+
+/// Metadata fields and `event_data` of a well-formed `XBlockPublished` entry.
+fn good_raw_fields() -> Vec<(&'static [u8], Vec<u8>)> {
+    vec![
+        (b"type", XBlockPublished::EVENT_TYPE.as_bytes().to_vec()),
+        (b"id", uuid::Uuid::new_v4().to_string().into_bytes()),
+        (b"source", b"openedx/test/web".to_vec()),
+        (b"time", b"2026-11-27T13:20:05.364687+00:00".to_vec()),
+        (b"minorversion", b"0".to_vec()),
+        (b"sourcehost", b"h".to_vec()),
+        (b"sourcelib", b"10.5.0".to_vec()),
+        (b"event_data", openedx_events::avro::encode(&xblock(3)).unwrap()),
+    ]
+}
+
+/// A metadata field given twice is ambiguous (which one did the producer mean?) and a
+/// value that is not UTF-8 is not "absent": each is dead-lettered with a reason naming
+/// the field, never handled with the last value or a default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doubled_or_non_utf8_metadata_fields_are_dead_lettered_naming_the_field() {
+    let url = url();
+    let stream = unique("doubled");
+    let mut cleanup = Cleanup::new(&url, &[&stream]);
+    let mut conn = connect(&url);
+    let mut cases: Vec<(String, String)> = Vec::new();
+    for name in [
+        "type",
+        "id",
+        "source",
+        "time",
+        "minorversion",
+        "sourcehost",
+        "sourcelib",
+        "event_data",
+    ] {
+        let mut f = good_raw_fields();
+        let second = f.iter().find(|(k, _)| *k == name.as_bytes()).unwrap().1.clone();
+        f.push((name.as_bytes(), second));
+        let id = xadd_raw(&mut conn, &stream, &f);
+        cases.push((id, format!("field `{name}` given twice")));
+    }
+    for name in [
+        "type",
+        "id",
+        "source",
+        "time",
+        "minorversion",
+        "sourcehost",
+        "sourcelib",
+    ] {
+        let mut f = good_raw_fields();
+        for (k, v) in &mut f {
+            if *k == name.as_bytes() {
+                v.push(0xff);
+            }
+        }
+        let id = xadd_raw(&mut conn, &stream, &f);
+        cases.push((id, format!("field `{name}` is not UTF-8")));
+    }
+    let seen = record_received::<XBlockPublished>();
+    let group = unique("g");
+    let mut o = options();
+    o.max_count = Some(cases.len() as u64);
+    let consumer = RedisConsumer::new(&url, &stream, &group, "c1", o).unwrap();
+    let dlq = consumer.dead_letter_stream().to_owned();
+    cleanup.add(&dlq);
+    let stats = consumer.run(never()).await.unwrap();
+    let dead = read_stream(&mut conn, &dlq);
+    let reasons: std::collections::HashMap<String, String> =
+        dead.iter().map(|d| (d.text("original_id"), d.text("error"))).collect();
+    let wrong: Vec<String> = cases
+        .iter()
+        .filter(|(id, want)| !reasons.get(id).is_some_and(|r| r.contains(want.as_str())))
+        .map(|(id, want)| format!("want {want:?}, got {:?}", reasons.get(id)))
+        .collect();
+    assert!(wrong.is_empty(), "{wrong:#?}\n{stats:?}");
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "handled: {:?}",
+        seen.lock().unwrap().len()
+    );
+    assert_eq!(pending_count(&mut conn, &stream, &group), 0);
+}
+
+/// Log output of the test, for checking what the consumer logs.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Peer-supplied values (a 1 MiB `type`, a 1 MiB `id`) are cut to a bounded length in the
+/// logs and in the stored reason of the dead letter.
+#[tokio::test(flavor = "current_thread")]
+async fn peer_values_are_cut_to_a_bounded_length_in_logs_and_dead_letter_reasons() {
+    let url = url();
+    let stream = unique("huge-values");
+    let mut cleanup = Cleanup::new(&url, &[&stream]);
+    let mut conn = connect(&url);
+    let mut ids = Vec::new();
+    for name in ["type", "id"] {
+        let mut f = good_raw_fields();
+        for (k, v) in &mut f {
+            if *k == name.as_bytes() {
+                *v = vec![b'x'; 1 << 20];
+            }
+        }
+        ids.push(xadd_raw(&mut conn, &stream, &f));
+    }
+    let logs = LogBuffer::default();
+    let subscriber = {
+        let logs = logs.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter("openedx_events=info")
+            .with_writer(move || logs.clone())
+            .with_ansi(false)
+            .finish()
+    };
+    let _default = tracing::subscriber::set_default(subscriber);
+    let group = unique("g");
+    let mut o = options();
+    o.max_count = Some(2);
+    let consumer = RedisConsumer::new(&url, &stream, &group, "c1", o).unwrap();
+    let dlq = consumer.dead_letter_stream().to_owned();
+    cleanup.add(&dlq);
+    let stats = consumer.run(never()).await.unwrap();
+    assert_eq!(stats.dead_lettered, 2, "{stats:?}");
+    let logs = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let longest = logs.lines().map(str::len).max().unwrap_or(0);
+    assert!(logs.contains("dead letters"), "no dead-letter log line:\n{logs}");
+    assert!(longest < 2000, "a log line of {longest} bytes");
+    let dead = read_stream(&mut conn, &dlq);
+    assert_eq!(dead.len(), 2);
+    for d in &dead {
+        let reason = d.text("error");
+        assert!(
+            !reason.is_empty() && reason.len() < 1000,
+            "a reason of {} bytes",
+            reason.len()
+        );
+    }
+    assert_eq!(pending_count(&mut conn, &stream, &group), 0);
+}

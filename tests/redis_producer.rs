@@ -786,3 +786,41 @@ async fn produce_racing_shutdown_is_delivered_or_refused() {
         );
     }
 }
+
+/// A `time` a Python consumer cannot read (year 10000 in UTC, a leap second) is refused by
+/// `produce` itself, not written as `+10000-...` or second 60: only the good events
+/// reach the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_refuses_a_time_python_cannot_read() {
+    use chrono::NaiveDate;
+    let url = url();
+    let stream = unique("bad-time");
+    let _cleanup = Cleanup::new(&url, &[&stream]);
+    let mut conn = connect(&url);
+    let p = RedisProducer::start(config(&url)).unwrap();
+    p.produce(record(&stream, 0)).unwrap();
+    let year_10000 = NaiveDate::from_ymd_opt(10000, 1, 1)
+        .unwrap()
+        .and_hms_opt(3, 0, 0)
+        .unwrap()
+        .and_utc();
+    let leap_second = NaiveDate::from_ymd_opt(2016, 12, 31)
+        .unwrap()
+        .and_hms_milli_opt(23, 59, 59, 1500)
+        .unwrap()
+        .and_utc();
+    for (i, time) in [(1, year_10000), (2, leap_second)] {
+        let mut r = record(&stream, i);
+        r.metadata.time = time;
+        let refused = p.produce(r);
+        assert!(refused.is_err(), "a record with time {time:?} was accepted");
+        let message = refused.unwrap_err().to_string();
+        assert!(message.contains("time"), "{message}");
+    }
+    p.produce(record(&stream, 3)).unwrap();
+    p.flush(Duration::from_secs(10)).await.unwrap();
+    let entries = read_stream(&mut conn, &stream);
+    let times: Vec<String> = entries.iter().map(|e| e.text("time")).collect();
+    assert_eq!(indexes(&entries), [0, 3], "times written: {times:?}");
+    p.shutdown(Duration::from_secs(5)).await.unwrap();
+}

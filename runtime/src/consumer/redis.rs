@@ -12,13 +12,30 @@
 //! - A receiver fails: it is left pending. Once it has been idle for
 //!   [`ConsumerOptions::retry_delay`], a member of the group claims it again (`XCLAIM`)
 //!   and retries it. After [`ConsumerOptions::max_retries`] retries it is dead-lettered.
-//! - It cannot be decoded, has an unknown type or bad metadata: it is dead-lettered at once.
+//! - It cannot be decoded, has an unknown type or bad metadata (a metadata field or
+//!   `event_data` given twice, a metadata value that is not UTF-8, a missing `id`, `time`
+//!   or `event_data`...): it is dead-lettered at once, with the reason. Peer-supplied
+//!   values (event type, id) are cut to 200 characters in the logs, and so is the reason,
+//!   in the logs and in the dead letter.
 //!
 //! While a consumer holds a batch, a task of its own keeps the idle time of the batch's
 //! messages not yet acknowledged (started or not) below a quarter of `retry_delay`, so the
 //! other members never claim a message in hand, however long its receivers take. A
 //! message is claimed by another member only once it was left for a retry, or its
 //! consumer stopped (or lost Redis) for `retry_delay`.
+//!
+//! # Lost replies
+//!
+//! Redis assigns the messages of an `XREADGROUP` (or `XCLAIM`) to this consumer when it
+//! runs the command, whether or not the reply comes back. After any failed Redis call
+//! (a lost connection, a timed-out reply, a refusal), the consumer therefore first takes
+//! up, in id order, the messages pending for it that it did not leave for a retry, before
+//! reading new ones: order per stream is kept, and they are not left to be claimed after
+//! `retry_delay` behind later ones. It takes them with their delivery count unchanged
+//! (`XCLAIM ... RETRYCOUNT`), so a delivery whose reply was lost spends no retry:
+//! [`ConsumerOptions::max_retries`] counts attempts where the receivers ran. (A delivery
+//! whose reply was lost and that another member claims, because this consumer stopped or
+//! lost Redis for `retry_delay`, still counts one.)
 //!
 //! Dead-lettering writes the message's original fields plus `error`, `original_id`,
 //! `attempts`, `original_stream` and `group` to the dead-letter stream
@@ -50,7 +67,7 @@
 //! [`ConsumerOptions::max_retries`]) and look idle already, so any member claims them
 //! at once (this consumer name too, at its next start).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -304,6 +321,8 @@ impl RedisConsumer {
             completed: 0,
             group_ready: false,
             own_pending_checked: false,
+            resume_own: false,
+            left_for_retry: HashSet::new(),
             next_claim: tokio::time::Instant::now(),
             in_hand: Arc::default(),
         };
@@ -372,6 +391,12 @@ struct Run<'a> {
     completed: u64,
     group_ready: bool,
     own_pending_checked: bool,
+    /// Set by a failed Redis call: before reading new messages, the messages Redis
+    /// delivered to this consumer whose reply may have been lost are taken up again.
+    resume_own: bool,
+    /// Messages of this consumer left pending for a retry after a failed attempt (they
+    /// wait for `retry_delay`, they are not taken up again by `resume_own_pending`).
+    left_for_retry: HashSet<String>,
     next_claim: tokio::time::Instant,
     /// Ids of the messages in hand (see `process_batch`).
     in_hand: Arc<Mutex<Vec<String>>>,
@@ -408,6 +433,7 @@ impl Run<'_> {
                     // The stream or the group was deleted meanwhile: set it up again.
                     tracing::warn!(topic = %self.c.topic, group = %self.c.group, error = %e, "consumer group gone; creating it again");
                     self.group_ready = false;
+                    self.resume_own = true;
                     self.redis_budget.failure(&e.to_string())?;
                 }
                 Err(StepError::Refused(e)) => {
@@ -417,6 +443,7 @@ impl Run<'_> {
                         error = %e,
                         "redis refused the consumer for now; retrying"
                     );
+                    self.resume_own = true;
                     self.redis_budget.failure(&e.to_string())?;
                     let delay = self.backoff.next_delay();
                     self.stop.sleep(delay).await;
@@ -429,6 +456,7 @@ impl Run<'_> {
                         "redis consumer lost its connection; reconnecting"
                     );
                     self.conn = None;
+                    self.resume_own = true;
                     self.redis_budget.failure(&e.to_string())?;
                     let delay = self.backoff.next_delay();
                     self.stop.sleep(delay).await;
@@ -448,6 +476,14 @@ impl Run<'_> {
             let me = self.c.consumer.clone();
             self.claim(conn, Some(&me), Duration::ZERO).await?;
             self.own_pending_checked = true;
+            self.resume_own = false;
+        }
+        if self.resume_own {
+            // A call failed: Redis may have delivered messages whose reply never came
+            // back. They are ours and older than what `>` returns next: handle them first.
+            self.flush_acks(conn).await?;
+            self.resume_own_pending(conn).await?;
+            self.resume_own = false;
         }
         if tokio::time::Instant::now() >= self.next_claim {
             let retry_delay = self.c.options.common.retry_delay;
@@ -615,6 +651,66 @@ impl Run<'_> {
         }
     }
 
+    /// Takes up again, in id order, the messages pending for this consumer that it is not
+    /// retrying later (those left after a failed attempt wait for `retry_delay`): after a
+    /// lost reply (to `XREADGROUP`, `XCLAIM`, or a cut mid-batch) they were delivered to this
+    /// consumer but never started, and must come before the messages read after them.
+    ///
+    /// Their delivery count is kept as it is (`XCLAIM ... RETRYCOUNT` with the current
+    /// count, in one script): it counted the delivery whose reply was lost, which is the
+    /// attempt made now, so a lost reply spends no retry (`XREADGROUP` with an id, or a
+    /// plain `XCLAIM`, would count one delivery more each time).
+    async fn resume_own_pending(&mut self, conn: &mut MultiplexedConnection) -> Step<()> {
+        let mut cursor = "-".to_owned();
+        let mut own: HashSet<String> = HashSet::new();
+        loop {
+            if self.done() {
+                return Ok(());
+            }
+            let count = self.remaining();
+            let pending: Value = ::redis::cmd("XPENDING")
+                .arg(&self.c.topic)
+                .arg(&self.c.group)
+                .arg(&cursor)
+                .arg("+")
+                .arg(count)
+                .arg(&self.c.consumer)
+                .query_async(conn)
+                .await?;
+            let pending = pending_entries(pending);
+            let Some((last, _)) = pending.last() else { break };
+            let full_page = pending.len() >= count;
+            cursor = format!("({last}");
+            own.extend(pending.iter().map(|(id, _)| id.clone()));
+            let ids: Vec<&String> = pending
+                .iter()
+                .map(|(id, _)| id)
+                .filter(|id| !self.left_for_retry.contains(*id))
+                .collect();
+            if !ids.is_empty() {
+                let mut invocation = RESUME_OWN_SCRIPT.key(&self.c.topic);
+                invocation.arg(&self.c.group).arg(&self.c.consumer).arg(&ids);
+                let taken: Value = invocation.invoke_async(conn).await?;
+                let batch = resumed_entries(taken);
+                if !batch.is_empty() {
+                    tracing::info!(
+                        topic = %self.c.topic,
+                        group = %self.c.group,
+                        messages = batch.len(),
+                        "taking up messages delivered to this consumer whose reply was lost"
+                    );
+                }
+                self.process_batch(conn, batch).await?;
+            }
+            if !full_page {
+                break;
+            }
+        }
+        // Forget the retries another member took meanwhile.
+        self.left_for_retry.retain(|id| own.contains(id));
+        Ok(())
+    }
+
     /// Reads and handles one batch of new messages.
     async fn read_new(&mut self, conn: &mut MultiplexedConnection) -> Step<()> {
         let reply: Value = ::redis::cmd("XREADGROUP")
@@ -718,9 +814,14 @@ impl Run<'_> {
 
     async fn process(&mut self, conn: &mut MultiplexedConnection, msg: Received) -> Step<Handled> {
         self.stats.received += 1;
+        let id = msg.entry.id.clone();
+        self.left_for_retry.remove(&id);
         let handled = self.handle(conn, msg).await?;
-        if let Handled::Ack = handled {
-            self.completed += 1;
+        match handled {
+            Handled::Ack => self.completed += 1,
+            Handled::Pending => {
+                self.left_for_retry.insert(id);
+            }
         }
         Ok(handled)
     }
@@ -734,13 +835,20 @@ impl Run<'_> {
             self.to_ack.push(entry.id);
             return Ok(Handled::Ack);
         }
-        let (raw, data) = read_fields(&entry.fields);
-        let event_id = raw.id.clone().unwrap_or_default();
-        let event_type = raw.event_type.clone().unwrap_or_default();
-        let result = match (parse_metadata(&raw), data) {
-            (Ok(metadata), Some(data)) => dispatch(metadata, data).await,
-            (Ok(_), None) => Err(DispatchError::BadMetadata("missing `event_data`".into())),
-            (Err(e), _) => Err(e),
+        let (raw, data) = match read_fields(&entry.fields) {
+            Ok((raw, data)) => (raw, Ok(data)),
+            Err(e) => (RawMetadata::default(), Err(e)),
+        };
+        // Peer-supplied: cut before they reach a log.
+        let event_id = bounded(raw.id.as_deref().unwrap_or_default()).into_owned();
+        let event_type = bounded(raw.event_type.as_deref().unwrap_or_default()).into_owned();
+        let result = match data {
+            Err(e) => Err(e),
+            Ok(data) => match (parse_metadata(&raw), data) {
+                (Ok(metadata), Some(data)) => dispatch(metadata, data).await,
+                (Ok(_), None) => Err(DispatchError::BadMetadata("missing `event_data`".into())),
+                (Err(e), _) => Err(e),
+            },
         };
         match result {
             Ok(()) => {
@@ -750,7 +858,9 @@ impl Run<'_> {
                 Ok(Handled::Ack)
             }
             Err(e) => {
-                let error = e.to_string();
+                // It may quote peer-supplied values (and receivers' messages): bounded in
+                // the logs and in the dead letter.
+                let error = bounded(&e.to_string()).into_owned();
                 let give_up = e.is_permanent() || attempts > u64::from(self.c.options.common.max_retries);
                 let mut dead_letter_failed = false;
                 if give_up {
@@ -954,6 +1064,29 @@ return n
     )
 });
 
+/// Takes messages `ARGV[3..]` still pending for consumer `ARGV[2]` of group `ARGV[1]` on
+/// stream `KEYS[1]`, keeping their delivery count: `XCLAIM` each with `RETRYCOUNT` set to
+/// its current count. Returns `entry, count` pairs (an entry gone from the stream has no
+/// fields; Redis 7 drops it from the group instead and it is left out).
+static RESUME_OWN_SCRIPT: std::sync::LazyLock<::redis::Script> = std::sync::LazyLock::new(|| {
+    ::redis::Script::new(
+        r"
+local out = {}
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
+  if #p > 0 then
+    local e = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'RETRYCOUNT', p[1][4])
+    if #e > 0 then
+      out[#out + 1] = e[1]
+      out[#out + 1] = p[1][4]
+    end
+  end
+end
+return out
+",
+    )
+});
+
 /// Moves group `ARGV[1]` of stream `KEYS[1]` to `ARGV[2]` unless the marker `KEYS[2]`
 /// says it was moved there already, then records it; 1 when moved.
 static RESET_ONCE_SCRIPT: std::sync::LazyLock<::redis::Script> = std::sync::LazyLock::new(|| {
@@ -984,24 +1117,50 @@ return redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
 });
 
 /// The metadata fields and `event_data` of a message.
-fn read_fields(fields: &[(Vec<u8>, Vec<u8>)]) -> (RawMetadata, Option<&[u8]>) {
+///
+/// A field we read given twice (which one did the producer mean?), or a metadata value
+/// that is not UTF-8, makes the message unreadable: the error names the field. Other
+/// fields are ignored.
+fn read_fields(fields: &[(Vec<u8>, Vec<u8>)]) -> Result<(RawMetadata, Option<&[u8]>), DispatchError> {
     let mut raw = RawMetadata::default();
     let mut data = None;
     for (k, v) in fields {
-        let text = || String::from_utf8(v.clone()).ok();
-        match &k[..] {
-            b"type" => raw.event_type = text(),
-            b"id" => raw.id = text(),
-            b"source" => raw.source = text(),
-            b"time" => raw.time = text(),
-            b"minorversion" => raw.minorversion = text(),
-            b"sourcehost" => raw.sourcehost = text(),
-            b"sourcelib" => raw.sourcelib = text(),
-            b"event_data" => data = Some(&v[..]),
-            _ => {}
+        let (name, slot) = match &k[..] {
+            b"event_data" => {
+                if data.replace(&v[..]).is_some() {
+                    return Err(DispatchError::BadMetadata("field `event_data` given twice".into()));
+                }
+                continue;
+            }
+            b"type" => ("type", &mut raw.event_type),
+            b"id" => ("id", &mut raw.id),
+            b"source" => ("source", &mut raw.source),
+            b"time" => ("time", &mut raw.time),
+            b"minorversion" => ("minorversion", &mut raw.minorversion),
+            b"sourcehost" => ("sourcehost", &mut raw.sourcehost),
+            b"sourcelib" => ("sourcelib", &mut raw.sourcelib),
+            _ => continue,
+        };
+        if slot.is_some() {
+            return Err(DispatchError::BadMetadata(format!("field `{name}` given twice")));
         }
+        let text = String::from_utf8(v.clone())
+            .map_err(|_| DispatchError::BadMetadata(format!("field `{name}` is not UTF-8")))?;
+        *slot = Some(text);
     }
-    (raw, data)
+    Ok((raw, data))
+}
+
+/// Longest peer-supplied value (event type, id, error reason) in a log or a stored reason,
+/// in characters.
+const MAX_PEER_VALUE_CHARS: usize = 200;
+
+/// `s` cut to [`MAX_PEER_VALUE_CHARS`] characters, saying how long it was when cut.
+fn bounded(s: &str) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(MAX_PEER_VALUE_CHARS) {
+        None => s.into(),
+        Some((end, _)) => format!("{}... ({} bytes in all)", &s[..end], s.len()).into(),
+    }
 }
 
 /// The entries of an `XREADGROUP` reply (one stream): `[[stream, [entries]]]`, or nil.
@@ -1017,6 +1176,26 @@ fn read_reply_entries(v: Value) -> Vec<StreamEntry> {
         Value::Map(streams) => streams.into_iter().flat_map(|(_, e)| stream_entries(e)).collect(),
         _ => Vec::new(),
     }
+}
+
+/// The messages of a `RESUME_OWN_SCRIPT` reply, with their delivery count (which counts
+/// the delivery now made).
+fn resumed_entries(v: Value) -> Vec<Received> {
+    let Value::Array(items) = v else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(items.len() / 2);
+    let mut it = items.into_iter();
+    while let (Some(entry), Some(count)) = (it.next(), it.next()) {
+        let Value::Int(count) = count else { continue };
+        if let Some(entry) = stream_entries(Value::Array(vec![entry])).pop() {
+            out.push(Received {
+                entry,
+                attempts: u64::try_from(count).unwrap_or(0).max(1),
+            });
+        }
+    }
+    out
 }
 
 /// `(id, deliveries)` of an extended `XPENDING` reply.
@@ -1058,19 +1237,34 @@ mod tests {
     }
 
     #[test]
-    fn fields_are_read_by_name_and_bad_utf8_is_missing() {
-        let fields = vec![
+    fn fields_are_read_by_name_and_bad_utf8_or_doubled_is_refused() {
+        let mut fields = vec![
             (b"sourcelib".to_vec(), b"10.5.0".to_vec()),
             (b"type".to_vec(), b"org.openedx.x.y.v1".to_vec()),
-            (b"id".to_vec(), vec![0xff]),
             (b"event_data".to_vec(), vec![0, 1]),
             (b"extra".to_vec(), b"ignored".to_vec()),
+            (b"extra".to_vec(), vec![0xff]),
         ];
-        let (raw, data) = read_fields(&fields);
+        let (raw, data) = read_fields(&fields).unwrap();
         assert_eq!(raw.event_type.as_deref(), Some("org.openedx.x.y.v1"));
         assert_eq!(raw.sourcelib.as_deref(), Some("10.5.0"));
         assert_eq!(raw.id, None);
         assert_eq!(data, Some(&[0u8, 1][..]));
+        fields.push((b"id".to_vec(), vec![0xff]));
+        let e = read_fields(&fields).unwrap_err().to_string();
+        assert!(e.contains("field `id` is not UTF-8"), "{e}");
+        fields.pop();
+        fields.push((b"type".to_vec(), b"org.openedx.x.y.v1".to_vec()));
+        let e = read_fields(&fields).unwrap_err().to_string();
+        assert!(e.contains("field `type` given twice"), "{e}");
+    }
+
+    #[test]
+    fn peer_values_are_bounded() {
+        assert_eq!(bounded("short"), "short");
+        let cut = bounded(&"é".repeat(1000)).into_owned();
+        assert!(cut.chars().count() < MAX_PEER_VALUE_CHARS + 40, "{cut}");
+        assert!(cut.ends_with("(2000 bytes in all)"), "{cut}");
     }
 
     #[test]

@@ -113,12 +113,18 @@ impl Producer for MemoryProducer {
             Some(q) => q,
             None => topics.entry(record.topic.clone()).or_default(),
         };
-        if queue.len() >= self.capacity {
-            queue.pop_front();
+        let evicted = if queue.len() >= self.capacity {
             self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+            queue.pop_front()
+        } else {
+            None
+        };
         queue.push_back(record);
         self.produced.fetch_add(1, Ordering::Relaxed);
+        drop(topics);
+        // Dropped outside the lock: dropping the last reference to its data runs the event
+        // type's `Drop`, which may use this bus.
+        drop(evicted);
         Ok(())
     }
 
@@ -132,5 +138,81 @@ impl Producer for MemoryProducer {
 
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Weak;
+
+    use super::*;
+    use crate::catalog::content_authoring::{XBlockData, XBlockPublished};
+    use crate::event::{AnyEvent, EventOps};
+    use crate::metadata::EventMetadata;
+    use crate::OpenEdxEvent;
+
+    /// Event data whose `Drop` reads the bus holding it, as a user type's `Drop` may.
+    #[derive(Debug)]
+    struct ReadsTheBusOnDrop {
+        bus: Weak<MemoryProducer>,
+        inner: XBlockPublished,
+    }
+
+    impl Drop for ReadsTheBusOnDrop {
+        fn drop(&mut self) {
+            if let Some(bus) = self.bus.upgrade() {
+                let _ = bus.len("t");
+            }
+        }
+    }
+
+    impl AnyEvent for ReadsTheBusOnDrop {
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+        fn ops(&self) -> &'static dyn EventOps {
+            self.inner.ops()
+        }
+        fn encode_avro(&self, buf: &mut Vec<u8>) -> Result<(), crate::avro::EncodeError> {
+            self.inner.encode_avro(buf)
+        }
+        fn to_json(&self) -> serde_json::Value {
+            self.inner.to_json()
+        }
+    }
+
+    fn record(bus: &Arc<MemoryProducer>) -> ProducerRecord {
+        ProducerRecord {
+            topic: "t".into(),
+            key: None,
+            key_field: None,
+            metadata: EventMetadata::generate(XBlockPublished::EVENT_TYPE, 0),
+            data: Arc::new(ReadsTheBusOnDrop {
+                bus: Arc::downgrade(bus),
+                inner: XBlockPublished {
+                    xblock_info: XBlockData {
+                        usage_key: "block-v1:edX+DemoX+Demo_Course+type@problem+block@p1".parse().unwrap(),
+                        block_type: "problem".into(),
+                        version: None,
+                    },
+                },
+            }),
+        }
+    }
+
+    #[test]
+    fn the_oldest_record_is_dropped_outside_the_lock() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let bus = Arc::new(MemoryProducer::with_capacity(1));
+            bus.produce(record(&bus)).unwrap();
+            // Pushes the first record out: its data's `Drop` reads the bus.
+            bus.produce(record(&bus)).unwrap();
+            let _ = tx.send((bus.len("t"), bus.dropped()));
+        });
+        let got = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("deadlock (or panic): the evicted record was dropped under the bus lock");
+        assert_eq!(got, (1, 1));
     }
 }

@@ -523,6 +523,10 @@ impl RedisProducer {
     }
 
     /// Builds the `XADD` command of a record (encodes the data).
+    ///
+    /// Fails when the data cannot be encoded, or when the metadata `time` is one a Python
+    /// consumer cannot read (a year outside 1..=9999 in UTC, a leap second):
+    /// [`ProduceError::Backend`], and [`Producer::produce`] refuses the record.
     pub fn xadd_command(record: &ProducerRecord, stream_max_len: usize) -> Result<Cmd, ProduceError> {
         thread_local! {
             // Avro scratch space, reused by every event sent from this thread.
@@ -550,10 +554,19 @@ impl RedisProducer {
                 .arg("source")
                 .arg(&*m.source)
                 .arg("time");
-            match crate::time::format_into(&m.time, &mut time) {
-                Some(t) => cmd.arg(t),
-                None => cmd.arg(m.time_string()),
+            // A time Python's `datetime` cannot hold (year outside 1..=9999 in UTC, a leap
+            // second) would be written as `+10000-...` or second 60, which no Python
+            // consumer reads: refused (the value is not quoted: no event data in errors).
+            let Some(t) = crate::time::format_into(&m.time, &mut time) else {
+                let problem = crate::time::check_python(&m.time)
+                    .err()
+                    .map_or_else(|| "not writable as ISO-8601".to_owned(), |p| p.to_string());
+                return Err(ProduceError::Backend {
+                    backend: "redis",
+                    message: format!("event metadata `time` refused: {problem}"),
+                });
             };
+            cmd.arg(t);
             cmd.arg("minorversion")
                 .arg(m.minorversion)
                 .arg("sourcehost")
