@@ -471,6 +471,10 @@ async fn two_consumers_share_a_stream_without_loss_or_double_ack() {
     let start = |name: &str| {
         let mut o = options();
         o.common.batch_size = 50;
+        // Nothing fails here, so nothing needs a quick retry: a retry_delay far above a
+        // loaded machine's stalls keeps a message in hand from looking idle (100 ms was
+        // seen exceeded once, giving 40 claimed duplicates).
+        o.common.retry_delay = Duration::from_secs(3);
         let consumer = RedisConsumer::new(&url, &stream, &group, name, o).unwrap();
         let done = done.clone();
         tokio::spawn(consumer.run(async move {
