@@ -457,3 +457,16 @@ fn item_budget_applies_when_two_writer_records_share_a_short_name() {
     // `other`: the null branch.
     assert_grid_refused_by_item_budget(&json, &[0]);
 }
+
+/// A writer record whose fields name one zero-size record twice is itself zero-size, and
+/// the per-datum item budget applies to arrays of it.
+#[test]
+fn item_budget_applies_to_a_writer_record_naming_one_zero_size_record_twice() {
+    let mut json: Value = serde_json::from_str(Nested::avro_schema().registry_text()).unwrap();
+    json["fields"] = serde_json::json!([
+        {"name": "def", "type": {"type": "record", "name": "Z", "fields": []}},
+        {"name": "grid", "type": {"type": "array", "items": {"type": "array", "items": {
+            "type": "record", "name": "P", "fields": [{"name": "a", "type": "Z"}, {"name": "b", "type": "Z"}]}}}}
+    ]);
+    assert_grid_refused_by_item_budget(&json, &[]);
+}
