@@ -402,3 +402,71 @@ fn nested_arrays_of_zero_size_items_are_bounded_per_message() {
     assert!(avro::decode_with_writer_schema::<Nested>(&forged, &writer).is_err());
     assert!(start.elapsed().as_millis() < 2000, "took {:?}", start.elapsed());
 }
+
+/// Decodes 64 rows of 2^20 zero-size items (a few hundred bytes) with `writer`, whose
+/// field `grid` is an array of arrays of some zero-size record, and checks the per-datum
+/// item budget refused it quickly. `tail` is written after the grid.
+fn assert_grid_refused_by_item_budget(writer: &Value, tail: &[u8]) {
+    let writer: serde_avro_fast::Schema = writer.to_string().parse().unwrap();
+    let row = cat(&[&long(1 << 20), &[0]]);
+    let rows = 64;
+    let mut forged = long(rows);
+    for _ in 0..rows {
+        forged.extend_from_slice(&row);
+    }
+    forged.push(0);
+    forged.extend_from_slice(tail);
+    assert!(forged.len() < 400, "{} bytes", forged.len());
+    let start = std::time::Instant::now();
+    let result =
+        avro::decode_with_writer_schema::<Nested>(&forged, &writer).map(|n| n.grid.iter().map(Vec::len).sum::<usize>());
+    let took = start.elapsed();
+    match result {
+        Ok(items) => panic!("decoded {items} items from {} bytes in {took:?}", forged.len()),
+        Err(e) => assert!(
+            e.to_string().contains("array items and map entries"),
+            "refused, but not by the item budget: {e}"
+        ),
+    }
+    assert!(took.as_millis() < 2000, "took {took:?}");
+}
+
+/// A writer schema whose zero-size record is declared with a dotted name (`"name": "x.Z"`)
+/// and referenced by it still gets the per-datum item budget.
+#[test]
+fn item_budget_applies_to_a_writer_schema_whose_zero_size_record_has_a_dotted_name() {
+    let mut json: Value = serde_json::from_str(Nested::avro_schema().registry_text()).unwrap();
+    json["fields"] = serde_json::json!([
+        {"name": "def", "type": {"type": "record", "name": "x.Z", "fields": []}},
+        {"name": "grid", "type": {"type": "array", "items": {"type": "array", "items": "x.Z"}}}
+    ]);
+    assert_grid_refused_by_item_budget(&json, &[]);
+}
+
+/// Two writer records of one short name in two namespaces: the one with a field does not
+/// hide the zero-size one, and the per-datum item budget applies.
+#[test]
+fn item_budget_applies_when_two_writer_records_share_a_short_name() {
+    let mut json: Value = serde_json::from_str(Nested::avro_schema().registry_text()).unwrap();
+    json["fields"] = serde_json::json!([
+        {"name": "def", "type": {"type": "record", "name": "Z", "namespace": "a", "fields": []}},
+        {"name": "grid", "type": {"type": "array", "items": {"type": "array", "items": "a.Z"}}},
+        {"name": "other", "type": ["null", {"type": "record", "name": "Z", "namespace": "b", "fields": [
+            {"name": "s", "type": "string"}]}]}
+    ]);
+    // `other`: the null branch.
+    assert_grid_refused_by_item_budget(&json, &[0]);
+}
+
+/// A writer record whose fields name one zero-size record twice is itself zero-size, and
+/// the per-datum item budget applies to arrays of it.
+#[test]
+fn item_budget_applies_to_a_writer_record_naming_one_zero_size_record_twice() {
+    let mut json: Value = serde_json::from_str(Nested::avro_schema().registry_text()).unwrap();
+    json["fields"] = serde_json::json!([
+        {"name": "def", "type": {"type": "record", "name": "Z", "fields": []}},
+        {"name": "grid", "type": {"type": "array", "items": {"type": "array", "items": {
+            "type": "record", "name": "P", "fields": [{"name": "a", "type": "Z"}, {"name": "b", "type": "Z"}]}}}}
+    ]);
+    assert_grid_refused_by_item_budget(&json, &[]);
+}

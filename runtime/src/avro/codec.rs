@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::BufRead;
-use std::sync::Mutex;
+use std::sync::RwLock;
 
 use serde_avro_fast::de::read::SliceRead;
 use serde_avro_fast::de::{DeserializerConfig, DeserializerState};
@@ -148,18 +148,24 @@ pub fn decode_with_writer_schema<E: OpenEdxEvent>(
 }
 
 /// Whether a schema that is not ours has arrays of values written in zero bytes;
-/// remembered per schema (by fingerprint), since a consumer decodes many messages with
-/// few writer schemas.
+/// remembered per schema (by fingerprint: one canonical form, one answer), since a consumer
+/// decodes many messages with few writer schemas. Lookups share a read lock, so consumers
+/// decoding at once do not queue behind each other; only a new schema takes the write lock,
+/// and it is examined before the lock is taken.
 fn writer_has_zero_size_items(writer: &serde_avro_fast::Schema) -> bool {
-    static SEEN: Mutex<Option<HashMap<[u8; 8], bool>>> = Mutex::new(None);
+    static SEEN: RwLock<Option<HashMap<[u8; 8], bool>>> = RwLock::new(None);
     let fingerprint = *writer.rabin_fingerprint();
-    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
-    let seen = seen.get_or_insert_with(HashMap::new);
-    if let Some(&found) = seen.get(&fingerprint) {
+    if let Some(&found) = SEEN
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .and_then(|seen| seen.get(&fingerprint))
+    {
         return found;
     }
-    // A schema text that does not parse as JSON here is treated as the worst case.
-    let found = serde_json::from_str(writer.json()).map_or(true, |json| super::schema::has_zero_size_items(&json));
+    let found = super::schema::text_has_zero_size_items(writer.json());
+    let mut seen = SEEN.write().unwrap_or_else(|e| e.into_inner());
+    let seen = seen.get_or_insert_with(HashMap::new);
     if seen.len() >= 4096 {
         seen.clear();
     }
