@@ -681,8 +681,10 @@ struct RawHeader<'a> {
     /// NUL-terminated strings and does not say their length).
     key: &'a [u8],
     value: Option<&'a [u8]>,
-    /// Whether `key` is the whole name: false when the name sent had a NUL byte and more
-    /// after it (found by librdkafka's exact-name lookup, which compares lengths).
+    /// For a metadata header's name ([`METADATA_HEADERS`]): whether `key` is the whole
+    /// name of every header that reads as it; false when one of them had a NUL byte and
+    /// more after it (found by librdkafka's exact-name lookup, which compares lengths).
+    /// Not checked (true) for other names.
     exact: bool,
 }
 
@@ -704,7 +706,6 @@ fn raw_headers<'a>(message: &'a BorrowedMessage<'_>) -> Vec<RawHeader<'a>> {
         {
             return Vec::new();
         }
-        let mut names = Vec::new();
         for idx in 0.. {
             let mut name: *const std::os::raw::c_char = std::ptr::null();
             let mut value: *const std::os::raw::c_void = std::ptr::null();
@@ -716,48 +717,32 @@ fn raw_headers<'a>(message: &'a BorrowedMessage<'_>) -> Vec<RawHeader<'a>> {
             }
             let key = std::ffi::CStr::from_ptr(name).to_bytes();
             let bytes = (!value.is_null()).then(|| std::slice::from_raw_parts(value.cast::<u8>(), size));
-            names.push(name);
-            out.push((key, value, bytes));
+            out.push((key, bytes));
         }
         // `rd_kafka_header_get(name, i)` finds only the headers whose whole name is `name`
-        // (it compares lengths too): the headers read as `name` that it does not find had
-        // a NUL byte in their name. A value pointer identifies a header (librdkafka stores
-        // each value inside its header); headers without value cannot be told apart, so
-        // when some of a name's are not found, none of that name's valueless ones is exact.
-        let mut exact = vec![false; out.len()];
-        let mut done = std::collections::HashSet::new();
-        for (idx, (key, _, _)) in out.iter().enumerate() {
-            if !done.insert(*key) {
+        // (it compares lengths too), a subset of those that read as `name`. So when `m`
+        // headers read as a metadata header's name, they are all that name exactly if and
+        // only if it finds an `m`-th; if not, one of them at least had a NUL byte in its
+        // name, and (which one cannot be told) none of them is taken as exact. Linear in
+        // the number of headers, whatever a peer sends; other names are not checked.
+        let mut exact = vec![true; out.len()];
+        for name in METADATA_HEADERS {
+            let same: Vec<usize> = (0..out.len()).filter(|&j| out[j].0 == name.as_bytes()).collect();
+            let Some(last) = same.len().checked_sub(1) else {
                 continue;
-            }
-            let same: Vec<usize> = (idx..out.len()).filter(|&j| out[j].0 == *key).collect();
-            let mut found_values = Vec::new();
-            let mut found_null = 0usize;
-            for i in 0.. {
-                let mut value: *const std::os::raw::c_void = std::ptr::null();
-                let mut size = 0usize;
-                if rd::rd_kafka_header_get(headers, i, names[idx], &mut value, &mut size) != RD_KAFKA_RESP_ERR_NO_ERROR
-                {
-                    break;
-                }
-                if value.is_null() {
-                    found_null += 1;
-                } else {
-                    found_values.push(value);
-                }
-            }
-            let nulls = same.iter().filter(|&&j| out[j].1.is_null()).count();
-            for &j in &same {
-                exact[j] = if out[j].1.is_null() {
-                    found_null == nulls
-                } else {
-                    found_values.contains(&out[j].1)
-                };
+            };
+            let c_name = std::ffi::CString::new(name).expect("no NUL in a metadata header name");
+            let mut value: *const std::os::raw::c_void = std::ptr::null();
+            let mut size = 0usize;
+            let all_exact = rd::rd_kafka_header_get(headers, last, c_name.as_ptr(), &mut value, &mut size)
+                == RD_KAFKA_RESP_ERR_NO_ERROR;
+            for j in same {
+                exact[j] = all_exact;
             }
         }
         out.into_iter()
             .zip(exact)
-            .map(|((key, _, value), exact)| RawHeader { key, value, exact })
+            .map(|((key, value), exact)| RawHeader { key, value, exact })
             .collect()
     }
 }
@@ -836,7 +821,7 @@ fn raw_metadata(message: &BorrowedMessage<'_>) -> Result<RawMetadata, DispatchEr
         };
         if !header.exact {
             return Err(DispatchError::BadMetadata(format!(
-                "header {idx} has a key that is {key:?} followed by a NUL byte and more: not the {key} header"
+                "a header key reads as {key:?} but has a NUL byte and more after it: not the {key} header"
             )));
         }
         seen[which] += 1;
