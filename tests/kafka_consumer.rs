@@ -939,10 +939,33 @@ async fn a_metadata_header_given_twice_is_dead_lettered_with_a_reason_naming_it(
     }
 }
 
-/// A dead letter's reason is bounded in length, however long the peer's values are
-/// (a 100 KB ce_id, ce_time, ce_minorversion, sourcelib or unknown ce_type).
+/// Log lines written while the test runs (a global subscriber: one process per test).
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A dead letter's reason, and each log line, is bounded in length, however long the
+/// peer's values are (a 100 KB ce_id, ce_time, ce_minorversion, sourcelib or unknown ce_type).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letter_reasons_are_bounded_however_long_the_peer_values() {
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish(),
+    )
+    .unwrap();
     let f = Fixture::new(1);
     f.produce(&[event(0, "first")]).await;
     let valid = f.env.read_all(&f.topic, 1, Duration::from_secs(20))[0]
@@ -969,6 +992,15 @@ async fn dead_letter_reasons_are_bounded_however_long_the_peer_values() {
             !reason.is_empty() && reason.chars().count() <= 1000,
             "huge {name}: a reason of {} chars",
             reason.chars().count()
+        );
+    }
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    assert!(text.contains("message dead-lettered"), "the dead letters are logged");
+    for line in text.lines() {
+        assert!(
+            line.chars().count() <= 2500,
+            "a log line of {} chars",
+            line.chars().count()
         );
     }
 }
