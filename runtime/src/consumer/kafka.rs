@@ -776,7 +776,7 @@ fn bounded_reason(reason: &str) -> std::borrow::Cow<'_, str> {
     .into()
 }
 
-/// The value of the only header called `name`, when it is UTF-8, cut for logs.
+/// The value of the first header called `name` (exactly), when it is UTF-8, cut for logs.
 fn header_str<'a>(message: &'a BorrowedMessage<'_>, name: &str) -> std::borrow::Cow<'a, str> {
     raw_headers(message)
         .into_iter()
