@@ -1233,17 +1233,23 @@ impl KafkaHostile {
         }
     }
 
-    /// `dead_letter_error` of each dead letter, by the original offset.
+    /// `dead_letter_error` of each dead letter, by the original offset. Read with
+    /// librdkafka's accessors: a dead letter keeps the original's headers, a key that is
+    /// not UTF-8 among them, on which rdkafka's `Headers::iter` panics.
     fn dead_letters(&self, expected: usize) -> HashMap<i64, String> {
-        let dead = self.env.read_all(
+        let dead = self.env.read_raw(
             &format!("{}-dead-letter", self.topic),
             expected,
             Duration::from_secs(10),
         );
         let mut out = HashMap::new();
-        for m in &dead {
-            let hs = kafka_support::headers(m);
-            let get = |name: &str| hs.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        for (hs, _) in &dead {
+            let get = |name: &str| {
+                hs.iter()
+                    .rev()
+                    .find(|(k, _)| k == name.as_bytes())
+                    .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            };
             if let Some(offset) = get("dead_letter_offset").and_then(|o| o.parse().ok()) {
                 out.insert(offset, get("dead_letter_error").unwrap_or_default());
             }

@@ -318,7 +318,11 @@ async fn unreadable_messages_are_dead_lettered_at_once() {
         .collect();
     assert_eq!(errors.len(), 6, "{errors:?}");
     assert!(errors[0].contains("exactly one ce_id and one ce_type") && errors[0].contains("found 0 ce_id"));
-    assert!(errors[1].contains("found 2 ce_id"), "{}", errors[1]);
+    assert!(
+        errors[1].contains("ce_id") && errors[1].contains("more than once"),
+        "{}",
+        errors[1]
+    );
     assert!(errors[2].contains("unknown event type"), "{}", errors[2]);
     assert!(
         errors[3].contains("magic byte") || errors[3].contains("too short"),
@@ -810,4 +814,277 @@ async fn replaying_from_a_time_before_1970_replays_every_message() {
         let ids: Vec<uuid::Uuid> = received.lock().unwrap().iter().map(|r| r.0.id).collect();
         assert_eq!(ids, sent.iter().map(|m| m.id).collect::<Vec<_>>(), "from {ts}");
     }
+}
+
+/// Writes one message with header names of any bytes (a NUL inside one, say: librdkafka
+/// keeps the name's length, the C API reading it back does not), as a peer's client may.
+async fn produce_raw_names(f: &Fixture, headers: &[(Vec<u8>, Vec<u8>)], payload: &[u8]) {
+    use rdkafka::message::BorrowedHeaders;
+    let owned = OwnedHeaders::new_with_capacity(headers.len());
+    for (name, value) in headers {
+        let ptr = owned.as_borrowed() as *const BorrowedHeaders as *mut rdkafka::bindings::rd_kafka_headers_t;
+        // SAFETY: `ptr` is the live, writable header list `owned` owns (what `as_borrowed`
+        // points at); librdkafka copies name and value, lengths given.
+        let err = unsafe {
+            rdkafka::bindings::rd_kafka_header_add(
+                ptr,
+                name.as_ptr().cast(),
+                name.len() as isize,
+                value.as_ptr().cast(),
+                value.len() as isize,
+            )
+        };
+        assert_eq!(err, rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR);
+    }
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", f.env.bootstrap())
+        .create()
+        .unwrap();
+    let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&f.topic).payload(payload).headers(owned);
+    producer.send(record, Duration::from_secs(10)).await.unwrap();
+}
+
+/// The metadata headers of a good message of `id`, as the Python producer writes them.
+fn good_headers(id: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+    [
+        ("ce_type", XBlockPublished::EVENT_TYPE),
+        ("ce_id", id),
+        ("ce_source", "openedx/cms/web"),
+        ("ce_specversion", "1.0"),
+        ("ce_time", "2026-11-27T13:20:05.364687+00:00"),
+        ("ce_minorversion", "0"),
+        ("sourcehost", "h"),
+        ("sourcelib", "10.5.0"),
+        ("content-type", "application/avro"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+    .collect()
+}
+
+/// Runs a consumer on a fresh group over `n` messages; returns the ids received and the
+/// dead letters' `dead_letter_error` by original offset.
+async fn consume_and_read_dead_letters(f: &Fixture, n: u64, dead: usize) -> (Vec<uuid::Uuid>, HashMap<i64, String>) {
+    let received = collect();
+    let group = unique("g");
+    let options = KafkaConsumerOptions {
+        max_messages: Some(n),
+        ..Default::default()
+    };
+    let stats = f.consumer(&group, options).run(bounded()).await.unwrap();
+    assert_eq!(stats.handled + stats.dead_lettered, n, "{stats:?}");
+    assert_eq!(f.committed(&group, 1), n as i64, "the offset moved past every message");
+    let ids = received.lock().unwrap().iter().map(|r| r.0.id).collect();
+    let mut reasons = HashMap::new();
+    for (hs, _) in f
+        .env
+        .read_raw(&format!("{}-dead-letter", f.topic), dead, Duration::from_secs(20))
+    {
+        let get = |name: &[u8]| {
+            hs.iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        };
+        let offset: i64 = get(b"dead_letter_offset").unwrap().parse().unwrap();
+        reasons.insert(offset, get(b"dead_letter_error").unwrap_or_default());
+    }
+    (ids, reasons)
+}
+
+/// Every metadata header given twice (even with the same value) makes the message
+/// unreadable: dead-lettered with a reason naming the header, never "first/last wins".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metadata_header_given_twice_is_dead_lettered_with_a_reason_naming_it() {
+    let f = Fixture::new(1);
+    f.produce(&[event(0, "first")]).await;
+    let valid = f.env.read_all(&f.topic, 1, Duration::from_secs(20))[0]
+        .payload()
+        .unwrap()
+        .to_vec();
+    let names = [
+        "ce_id",
+        "ce_type",
+        "ce_time",
+        "ce_source",
+        "ce_minorversion",
+        "ce_specversion",
+        "sourcehost",
+        "sourcelib",
+        "content-type",
+    ];
+    for name in names {
+        let mut hs = good_headers(&uuid::Uuid::new_v4().to_string());
+        let value = hs.iter().find(|(k, _)| k == name.as_bytes()).unwrap().1.clone();
+        // ce_time a second time with another (valid) value; the others with the same one.
+        let value = if name == "ce_time" {
+            b"2020-01-01T00:00:00+00:00".to_vec()
+        } else {
+            value
+        };
+        hs.push((name.as_bytes().to_vec(), value));
+        produce_raw_names(&f, &hs, &valid).await;
+    }
+    let (ids, reasons) = consume_and_read_dead_letters(&f, 1 + names.len() as u64, names.len()).await;
+    assert_eq!(ids.len(), 1, "only the first, good message is delivered: {reasons:#?}");
+    for (i, name) in names.iter().enumerate() {
+        let offset = 1 + i as i64;
+        let reason = reasons
+            .get(&offset)
+            .unwrap_or_else(|| panic!("doubled {name} not dead-lettered"));
+        assert!(
+            reason.contains(name),
+            "doubled {name}: reason {reason:?} does not name it"
+        );
+    }
+}
+
+/// Log lines written while the test runs (a global subscriber: one process per test).
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A dead letter's reason, and each log line, is bounded in length, however long the
+/// peer's values are (a 100 KB ce_id, ce_time, ce_minorversion, sourcelib or unknown ce_type).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_reasons_are_bounded_however_long_the_peer_values() {
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish(),
+    )
+    .unwrap();
+    let f = Fixture::new(1);
+    f.produce(&[event(0, "first")]).await;
+    let valid = f.env.read_all(&f.topic, 1, Duration::from_secs(20))[0]
+        .payload()
+        .unwrap()
+        .to_vec();
+    let names = ["ce_id", "ce_time", "ce_minorversion", "sourcelib", "ce_type"];
+    for name in names {
+        let mut hs = good_headers(&uuid::Uuid::new_v4().to_string());
+        for (k, v) in &mut hs {
+            if k == name.as_bytes() {
+                *v = vec![b'x'; 100_000];
+            }
+        }
+        produce_raw_names(&f, &hs, &valid).await;
+    }
+    let (ids, reasons) = consume_and_read_dead_letters(&f, 1 + names.len() as u64, names.len()).await;
+    assert_eq!(ids.len(), 1);
+    for (i, name) in names.iter().enumerate() {
+        let reason = reasons
+            .get(&(1 + i as i64))
+            .unwrap_or_else(|| panic!("huge {name} not dead-lettered"));
+        assert!(
+            !reason.is_empty() && reason.chars().count() <= 1000,
+            "huge {name}: a reason of {} chars",
+            reason.chars().count()
+        );
+    }
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    assert!(text.contains("message dead-lettered"), "the dead letters are logged");
+    for line in text.lines() {
+        assert!(
+            line.chars().count() <= 2500,
+            "a log line of {} chars",
+            line.chars().count()
+        );
+    }
+}
+
+/// librdkafka's C API gives a header name as a NUL-terminated string, so a peer's key
+/// `ce_time\0x` reads as `ce_time`: such a key is never taken for a metadata header (the
+/// message is dead-lettered, naming it), and a foreign key with a NUL is ignored like
+/// any other foreign header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_key_with_a_nul_byte_is_never_taken_for_a_metadata_header() {
+    let f = Fixture::new(1);
+    f.produce(&[event(0, "first")]).await;
+    let valid = f.env.read_all(&f.topic, 1, Duration::from_secs(20))[0]
+        .payload()
+        .unwrap()
+        .to_vec();
+    // 1: no ce_time, but a `ce_time\0x`.
+    let mut hs = good_headers(&uuid::Uuid::new_v4().to_string());
+    for (k, _) in &mut hs {
+        if k == b"ce_time" {
+            k.extend_from_slice(b"\0x");
+        }
+    }
+    produce_raw_names(&f, &hs, &valid).await;
+    // 2: a good message, plus a foreign `x-trace\0y` header (with no value copy clash).
+    let good_id = uuid::Uuid::new_v4();
+    let mut hs = good_headers(&good_id.to_string());
+    hs.push((b"x-trace\0y".to_vec(), b"t".to_vec()));
+    produce_raw_names(&f, &hs, &valid).await;
+    // 3: a good ce_source and a second one spelt `ce_source\0evil`.
+    let mut hs = good_headers(&uuid::Uuid::new_v4().to_string());
+    hs.push((b"ce_source\0evil".to_vec(), b"evil".to_vec()));
+    produce_raw_names(&f, &hs, &valid).await;
+    let (ids, reasons) = consume_and_read_dead_letters(&f, 4, 2).await;
+    assert_eq!(ids.len(), 2, "the first and the foreign-header one: {reasons:#?}");
+    assert_eq!(ids[1], good_id);
+    for offset in [1, 3] {
+        let reason = reasons
+            .get(&offset)
+            .unwrap_or_else(|| panic!("offset {offset} not dead-lettered: {reasons:#?}"));
+        assert!(reason.contains("NUL"), "offset {offset}: {reason:?}");
+    }
+}
+
+/// Reading the headers stays linear in their number, whatever a peer sends: a message
+/// with 40 000 `ce_id` headers is dead-lettered, one with 40 000 foreign headers of
+/// distinct names handled, both within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_with_tens_of_thousands_of_headers_is_read_in_linear_time() {
+    let f = Fixture::new(1);
+    f.produce(&[event(0, "first")]).await;
+    let valid = f.env.read_all(&f.topic, 1, Duration::from_secs(20))[0]
+        .payload()
+        .unwrap()
+        .to_vec();
+    let mut doubled = good_headers(&uuid::Uuid::new_v4().to_string());
+    doubled.extend((0..40_000).map(|_| (b"ce_id".to_vec(), b"v".to_vec())));
+    produce_raw_names(&f, &doubled, &valid).await;
+    let foreign_id = uuid::Uuid::new_v4();
+    let mut foreign = good_headers(&foreign_id.to_string());
+    foreign.extend((0..40_000).map(|i| (format!("x{i}").into_bytes(), b"v".to_vec())));
+    produce_raw_names(&f, &foreign, &valid).await;
+    let received = collect();
+    let options = KafkaConsumerOptions {
+        max_messages: Some(3),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let stats = f
+        .consumer(&unique("g"), options)
+        .run(tokio::time::sleep(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert_eq!(
+        (stats.handled, stats.dead_lettered),
+        (2, 1),
+        "{stats:?} after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(received.lock().unwrap().last().unwrap().0.id, foreign_id);
+    // Quadratic reading took over 30 s here; linear reading well under one.
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "three messages took {:?}",
+        started.elapsed()
+    );
 }

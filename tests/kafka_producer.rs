@@ -942,3 +942,46 @@ async fn releasing_many_parked_events_never_holds_up_a_producer_of_their_topic()
         .expect("every event delivered");
     assert_eq!(producer.stats().delivered, n + count);
 }
+
+/// A record whose metadata `time` a Python consumer could not read (a leap second, or a
+/// year past 9999 in UTC) is refused by `produce` itself, as the bus handler refuses it:
+/// never written with `+10000-…` or second 60 in `ce_time`. The good event after it goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_whose_time_python_cannot_read_is_refused_not_written() {
+    use chrono::NaiveDate;
+    let env = KafkaEnv::start();
+    let registry = RegistryHandle::start();
+    let prefix = unique("badtime");
+    let topic = format!("{prefix}-xblock");
+    env.create_topic(&topic, 1);
+    let producer = KafkaProducer::from_settings(&settings(&env, registry.url(), &prefix)).unwrap();
+    let leap = NaiveDate::from_ymd_opt(2016, 12, 31)
+        .unwrap()
+        .and_hms_nano_opt(23, 59, 59, 1_500_000_000)
+        .unwrap()
+        .and_utc();
+    let late = NaiveDate::from_ymd_opt(10000, 1, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
+    for (what, time) in [("a leap second", leap), ("year 10000", late)] {
+        let mut r = record(&topic, event(1, what));
+        r.metadata.time = time;
+        let err = producer
+            .produce(r)
+            .expect_err(&format!("a record of {what} must be refused"));
+        assert!(err.to_string().contains("time"), "{what}: {err}");
+    }
+    assert_eq!(producer.stats().rejected, 2);
+    let good = record(&topic, event(2, "good"));
+    let good_id = good.metadata.id.to_string();
+    producer.produce(good).unwrap();
+    producer.shutdown(Duration::from_secs(30)).await.unwrap();
+    let out = env.read_all(&topic, 1, Duration::from_secs(20));
+    let ids: Vec<String> = out
+        .iter()
+        .filter_map(|m| headers(m).into_iter().find(|(k, _)| k == "ce_id").map(|(_, v)| v))
+        .collect();
+    assert_eq!(ids, [good_id], "only the good event reached the broker");
+}

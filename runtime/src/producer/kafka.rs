@@ -14,7 +14,9 @@
 //! are handled on librdkafka's polling thread: a failure is logged with event type,
 //! topic, event id and error (never the data) and counted. [`KafkaProducer::flush`]
 //! and [`KafkaProducer::shutdown`] return only when every accepted event is delivered
-//! or reported failed.
+//! or reported failed. A record whose metadata `time` a Python consumer could not read
+//! (a leap second, a year outside 1..=9999 in UTC) is refused by `produce` with
+//! [`ProduceError::Backend`], never written.
 //!
 //! Settings: `EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS`, `EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL`
 //! (+ `EVENT_BUS_KAFKA_SCHEMA_REGISTRY_API_KEY` / `_API_SECRET`), `EVENT_BUS_KAFKA_API_KEY` /
@@ -636,6 +638,17 @@ impl KafkaProducer {
         if self.inner.closed.load(Ordering::SeqCst) {
             return Err(self.inner.reject(ProduceError::Closed));
         }
+        if let Err(problem) = crate::time::check_python(&record.metadata.time) {
+            // A Python consumer could not read its `ce_time` (`+10000-…`, second 60): refused,
+            // as the bus handler refuses it, rather than written.
+            return Err(self.inner.reject(ProduceError::Backend {
+                backend: "kafka",
+                message: format!(
+                    "event {} not produced: its metadata time is {problem}",
+                    record.metadata.id
+                ),
+            }));
+        }
         let route = self.route(&record);
         if let Some(error) = route.fresh_failure(self.retry_failed_after()) {
             return Err(self.inner.reject(registration_failed(&error)));
@@ -835,6 +848,10 @@ fn encode_key(key: &EventKey, id: u32, out: &mut Vec<u8>) {
 }
 
 /// The headers of the spec, in the order edx-event-bus-kafka writes them.
+///
+/// A `time` a Python consumer cannot read (a leap second, a year outside 1..=9999 in UTC)
+/// is written as [`EventMetadata::time_string`] gives it; [`KafkaProducer::produce`]
+/// refuses such a record before it gets here (see [`crate::time::check_python`]).
 pub fn headers_for(metadata: &EventMetadata) -> OwnedHeaders {
     const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
     let mut id_buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
