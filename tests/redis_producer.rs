@@ -824,3 +824,69 @@ async fn produce_refuses_a_time_python_cannot_read() {
     assert_eq!(indexes(&entries), [0, 3], "times written: {times:?}");
     p.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// Redis numbers client ids per server process, from the bottom again after a restart:
+/// the id of the connection the producer lost then names another client, which the
+/// producer must not kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_does_not_kill_the_client_that_got_the_old_connection_id() {
+    redis_support::init_tracing();
+    let mut server = PrivateRedis::start(&[]);
+    let url = server.url();
+    let stream = unique("restart-kill");
+    let mut c = config(&url);
+    c.client_name = Some("restart-kill-producer".into());
+    let p = RedisProducer::start(c).unwrap();
+    p.produce(record(&stream, 0)).unwrap();
+    p.flush(Duration::from_secs(5)).await.unwrap();
+    let old_id: i64 = {
+        let mut conn = connect(&url);
+        let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut conn).unwrap();
+        let line = list
+            .lines()
+            .find(|l| l.contains("name=restart-kill-producer"))
+            .unwrap()
+            .to_owned();
+        line.split_whitespace()
+            .next()
+            .unwrap()
+            .trim_start_matches("id=")
+            .parse()
+            .unwrap()
+    };
+    let victims = tokio::task::spawn_blocking(move || {
+        server.restart();
+        // Other services reconnect first (consumers, other producers): keep connections
+        // until one holds the producer's old id.
+        let mut victims = Vec::new();
+        loop {
+            let mut v = connect(&server.url());
+            let id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut v).unwrap();
+            victims.push((id, v));
+            if id >= old_id {
+                break;
+            }
+        }
+        (server, victims)
+    })
+    .await
+    .unwrap();
+    let (server, mut victims) = victims;
+    assert!(
+        victims.iter().any(|(id, _)| *id == old_id),
+        "no client got the old id {old_id}"
+    );
+    p.produce(record(&stream, 1)).unwrap();
+    p.flush(Duration::from_secs(10)).await.unwrap();
+    let mut dead = Vec::new();
+    for (id, v) in victims.iter_mut() {
+        let pong: Result<String, _> = redis::cmd("PING").query(v);
+        if pong.is_err() {
+            dead.push(*id);
+        }
+    }
+    p.shutdown(Duration::from_secs(5)).await.unwrap();
+    let mut conn = connect(&server.url());
+    assert_eq!(indexes(&read_stream(&mut conn, &stream)), vec![1]);
+    assert!(dead.is_empty(), "the producer killed unrelated clients {dead:?}");
+}
