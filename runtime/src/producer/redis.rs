@@ -475,6 +475,7 @@ impl RedisProducer {
             config: config.clone(),
             shared: shared.clone(),
             conn: None,
+            conn_number: 0,
             conn_client: None,
             stale: Vec::new(),
             connected_once: false,
@@ -779,6 +780,8 @@ struct InFlight {
     pipe: Arc<Pipeline>,
     meta: Vec<Meta>,
     reply: futures::future::BoxFuture<'static, Replies>,
+    /// [`Writer::conn_number`] of the connection it was sent on.
+    conn_number: u64,
 }
 
 /// Batches sent before the replies of the previous one arrive (on the same connection,
@@ -791,6 +794,8 @@ struct Writer {
     config: RedisProducerConfig,
     shared: Arc<Shared>,
     conn: Option<MultiplexedConnection>,
+    /// Counts the connections made: tells which one a batch in flight was sent on.
+    conn_number: u64,
     /// Who `conn` is on the server, when Redis told it (`INFO server`, `CLIENT INFO`).
     conn_client: Option<ServerClient>,
     /// Dropped connections that may still hold commands Redis has not applied yet (their
@@ -808,10 +813,12 @@ impl Writer {
         let mut inflight: std::collections::VecDeque<InFlight> = std::collections::VecDeque::new();
         let mut stop = self.stop.clone();
         loop {
-            // Without a connection (dropped on READONLY while a batch is still in flight)
-            // nothing new goes out before that batch is answered: a new connection could
-            // overtake it.
-            let can_send = inflight.len() < PIPELINE_DEPTH && (self.conn.is_some() || inflight.is_empty());
+            // Nothing new goes out on another connection than the one of the batches still
+            // in flight (the connection was dropped on READONLY, or replaced while another
+            // batch was resent): Redis orders only the commands of one connection, so the
+            // new one could overtake them.
+            let same_conn = self.conn.is_some() && inflight.iter().all(|f| f.conn_number == self.conn_number);
+            let can_send = inflight.len() < PIPELINE_DEPTH && (inflight.is_empty() || same_conn);
             tokio::select! {
                 biased;
                 reply = async { inflight.front_mut().expect("checked").reply.as_mut().await }, if !inflight.is_empty() => {
@@ -847,6 +854,7 @@ impl Writer {
                                 pipe,
                                 meta,
                                 reply,
+                                conn_number: self.conn_number,
                             });
                         }
                         // No connection: nothing is in flight (a failure waits for all of
@@ -1096,6 +1104,7 @@ impl Writer {
                     }
                     self.conn_client = ServerClient::of(&mut c).await;
                     self.connected_once = true;
+                    self.conn_number += 1;
                     self.conn = Some(c);
                 }
                 Err(e) => {
