@@ -824,3 +824,206 @@ async fn produce_refuses_a_time_python_cannot_read() {
     assert_eq!(indexes(&entries), [0, 3], "times written: {times:?}");
     p.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// Redis numbers client ids per server process, from the bottom again after a restart:
+/// the id of the connection the producer lost then names another client, which the
+/// producer must not kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_does_not_kill_the_client_that_got_the_old_connection_id() {
+    redis_support::init_tracing();
+    let mut server = PrivateRedis::start(&[]);
+    let url = server.url();
+    let stream = unique("restart-kill");
+    let mut c = config(&url);
+    c.client_name = Some("restart-kill-producer".into());
+    let p = RedisProducer::start(c).unwrap();
+    p.produce(record(&stream, 0)).unwrap();
+    p.flush(Duration::from_secs(5)).await.unwrap();
+    let old_id: i64 = {
+        let mut conn = connect(&url);
+        let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut conn).unwrap();
+        let line = list
+            .lines()
+            .find(|l| l.contains("name=restart-kill-producer"))
+            .unwrap()
+            .to_owned();
+        line.split_whitespace()
+            .next()
+            .unwrap()
+            .trim_start_matches("id=")
+            .parse()
+            .unwrap()
+    };
+    let victims = tokio::task::spawn_blocking(move || {
+        server.restart();
+        // Other services reconnect first (consumers, other producers): keep connections
+        // until one holds the producer's old id.
+        let mut victims = Vec::new();
+        loop {
+            let mut v = connect(&server.url());
+            let id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut v).unwrap();
+            victims.push((id, v));
+            if id >= old_id {
+                break;
+            }
+        }
+        (server, victims)
+    })
+    .await
+    .unwrap();
+    let (server, mut victims) = victims;
+    assert!(
+        victims.iter().any(|(id, _)| *id == old_id),
+        "no client got the old id {old_id}"
+    );
+    p.produce(record(&stream, 1)).unwrap();
+    p.flush(Duration::from_secs(10)).await.unwrap();
+    let mut dead = Vec::new();
+    for (id, v) in victims.iter_mut() {
+        let pong: Result<String, _> = redis::cmd("PING").query(v);
+        if pong.is_err() {
+            dead.push(*id);
+        }
+    }
+    p.shutdown(Duration::from_secs(5)).await.unwrap();
+    let mut conn = connect(&server.url());
+    assert_eq!(indexes(&read_stream(&mut conn, &stream)), vec![1]);
+    assert!(dead.is_empty(), "the producer killed unrelated clients {dead:?}");
+}
+
+/// A TCP proxy on a free port: its first connection goes to `old`, the later ones to
+/// `new` (a failover behind one address). On the first connection the first `-READONLY`
+/// reply is held until the client has sent `xadds` `XADD`s (batches in flight), and the
+/// replies after it are held `hold` more: the next batch's refusal comes late, as from a
+/// slow old master.
+async fn failover_proxy(old: u16, new: u16, xadds_before: usize, hold: Duration) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut first = true;
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
+            let target = if first { old } else { new };
+            let held = std::mem::take(&mut first);
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let (xadds_tx, mut xadds) = tokio::sync::watch::channel(0usize);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match cr.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        let seen = buf[..n].windows(4).filter(|w| w == b"XADD").count();
+                        xadds_tx.send_modify(|x| *x += seen);
+                        if sw.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                let mut pending: Vec<u8> = Vec::new();
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut holding = held;
+                loop {
+                    let n = match sr.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    pending.extend_from_slice(&buf[..n]);
+                    if holding {
+                        let at = pending.windows(9).position(|w| w == b"-READONLY");
+                        let end =
+                            at.and_then(|at| pending[at..].windows(2).position(|w| w == b"\r\n").map(|e| at + e + 2));
+                        match end {
+                            Some(end) => {
+                                let _ = xadds.wait_for(|x| *x >= xadds_before).await;
+                                if cw.write_all(&pending[..end]).await.is_err() {
+                                    return;
+                                }
+                                pending.drain(..end);
+                                tokio::time::sleep(hold).await;
+                                holding = false;
+                            }
+                            None => {
+                                // Whole lines before the refusal (the handshake) go through.
+                                let upto = match at {
+                                    Some(at) => at,
+                                    None => pending.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1),
+                                };
+                                if cw.write_all(&pending[..upto]).await.is_err() {
+                                    return;
+                                }
+                                pending.drain(..upto);
+                                continue;
+                            }
+                        }
+                    }
+                    if cw.write_all(&pending).await.is_err() {
+                        return;
+                    }
+                    pending.clear();
+                }
+            });
+        }
+    });
+    port
+}
+
+/// After a failover (READONLY) the producer reconnects and resends the refused batch
+/// while the next batch still waits for its replies on the old connection: nothing new
+/// may go out on the new connection before that batch is answered and resent, or its
+/// events land after later ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readonly_reconnect_sends_nothing_new_before_the_batch_still_on_the_old_connection() {
+    redis_support::init_tracing();
+    let old = PrivateRedis::start(&[]);
+    let new = PrivateRedis::start(&[]);
+    let hold = Duration::from_secs(3);
+    // The warm-up event, then events 0 and 1 in flight together.
+    let port = failover_proxy(old.port, new.port, 3, hold).await;
+    let stream = unique("readonly-order");
+    let warm_up = unique("readonly-order-warm-up");
+    let mut c = config(&format!("redis://127.0.0.1:{port}"));
+    c.batch_size = 1;
+    c.response_timeout = Duration::from_secs(20);
+    let p = RedisProducer::start(c).unwrap();
+    p.produce(record(&warm_up, 9)).unwrap();
+    p.flush(Duration::from_secs(10)).await.unwrap();
+    // Failover: the old master becomes a replica of the new one.
+    let mut old_conn = connect(&old.url());
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(new.port)
+        .query(&mut old_conn)
+        .unwrap();
+    p.produce(record(&stream, 0)).unwrap();
+    p.produce(record(&stream, 1)).unwrap();
+    // Event 0 refused (READONLY), resent on the new connection, lands on the new master
+    // while event 1's refusal is still held.
+    let mut conn = connect(&new.url());
+    let started = Instant::now();
+    while xlen(&mut conn, &stream) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "event 0 never reached the new master"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        started.elapsed() < hold / 2,
+        "event 0 took {:?} to reach the new master: the set-up is too slow to tell",
+        started.elapsed()
+    );
+    p.produce(record(&stream, 2)).unwrap();
+    p.flush(Duration::from_secs(15)).await.unwrap();
+    p.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(indexes(&read_stream(&mut conn, &stream)), vec![0, 1, 2]);
+}

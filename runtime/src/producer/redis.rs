@@ -45,8 +45,11 @@
 //! Before that check the task closes the dropped connection on the server (`CLIENT KILL
 //! ID`): Redis may still hold commands of a connection whose replies timed out (writes
 //! paused, a slow network), and would otherwise apply them after the check, writing
-//! those events twice. (A user without `CLIENT KILL` permission loses that guarantee;
-//! it is logged.) When Redis refuses the check itself for a stream for good (`WRONGTYPE`:
+//! those events twice. Client ids are numbered per server process, so only a connection
+//! made to the same process (`run_id` of `INFO server`) is killed, by id and address:
+//! after a restart, or on another node behind the same address, the old id names another
+//! client. (A user without `CLIENT KILL`, `CLIENT ID` or `INFO` permission loses that
+//! guarantee; it is logged.) When Redis refuses the check itself for a stream for good (`WRONGTYPE`:
 //! the key is not a stream; `NOPERM`: the user may not `XREVRANGE` it), that stream's
 //! events are sent again unchecked: the `XADD` replies decide, so a refused event fails
 //! alone and an accepted one may be written twice; a temporary refusal is retried.
@@ -472,7 +475,8 @@ impl RedisProducer {
             config: config.clone(),
             shared: shared.clone(),
             conn: None,
-            conn_id: None,
+            conn_number: 0,
+            conn_client: None,
             stale: Vec::new(),
             connected_once: false,
             backoff: Backoff::new(config.reconnect_min_delay, config.reconnect_max_delay),
@@ -776,6 +780,8 @@ struct InFlight {
     pipe: Arc<Pipeline>,
     meta: Vec<Meta>,
     reply: futures::future::BoxFuture<'static, Replies>,
+    /// [`Writer::conn_number`] of the connection it was sent on.
+    conn_number: u64,
 }
 
 /// Batches sent before the replies of the previous one arrive (on the same connection,
@@ -788,11 +794,13 @@ struct Writer {
     config: RedisProducerConfig,
     shared: Arc<Shared>,
     conn: Option<MultiplexedConnection>,
-    /// `CLIENT ID` of `conn`, when Redis told it.
-    conn_id: Option<i64>,
-    /// Ids of dropped connections that may still hold commands Redis has not applied yet
-    /// (their replies timed out): closed (`CLIENT KILL`) before checking what is written.
-    stale: Vec<i64>,
+    /// Counts the connections made: tells which one a batch in flight was sent on.
+    conn_number: u64,
+    /// Who `conn` is on the server, when Redis told it (`INFO server`, `CLIENT INFO`).
+    conn_client: Option<ServerClient>,
+    /// Dropped connections that may still hold commands Redis has not applied yet (their
+    /// replies timed out): closed (`CLIENT KILL`) before checking what is written.
+    stale: Vec<ServerClient>,
     connected_once: bool,
     backoff: Backoff,
     stop: watch::Receiver<bool>,
@@ -805,10 +813,12 @@ impl Writer {
         let mut inflight: std::collections::VecDeque<InFlight> = std::collections::VecDeque::new();
         let mut stop = self.stop.clone();
         loop {
-            // Without a connection (dropped on READONLY while a batch is still in flight)
-            // nothing new goes out before that batch is answered: a new connection could
-            // overtake it.
-            let can_send = inflight.len() < PIPELINE_DEPTH && (self.conn.is_some() || inflight.is_empty());
+            // Nothing new goes out on another connection than the one of the batches still
+            // in flight (the connection was dropped on READONLY, or replaced while another
+            // batch was resent): Redis orders only the commands of one connection, so the
+            // new one could overtake them.
+            let same_conn = self.conn.is_some() && inflight.iter().all(|f| f.conn_number == self.conn_number);
+            let can_send = inflight.len() < PIPELINE_DEPTH && (inflight.is_empty() || same_conn);
             tokio::select! {
                 biased;
                 reply = async { inflight.front_mut().expect("checked").reply.as_mut().await }, if !inflight.is_empty() => {
@@ -844,6 +854,7 @@ impl Writer {
                                 pipe,
                                 meta,
                                 reply,
+                                conn_number: self.conn_number,
                             });
                         }
                         // No connection: nothing is in flight (a failure waits for all of
@@ -1091,9 +1102,9 @@ impl Writer {
                         self.shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
                         tracing::info!("redis producer reconnected");
                     }
-                    let id: Result<i64, RedisError> = ::redis::cmd("CLIENT").arg("ID").query_async(&mut c).await;
-                    self.conn_id = id.ok();
+                    self.conn_client = ServerClient::of(&mut c).await;
                     self.connected_once = true;
+                    self.conn_number += 1;
                     self.conn = Some(c);
                 }
                 Err(e) => {
@@ -1107,8 +1118,8 @@ impl Writer {
 
     async fn connection_failed(&mut self, e: &RedisError) {
         tracing::warn!(error = %e, "redis producer lost its connection; will reconnect and resend");
-        if let Some(id) = self.conn_id.take() {
-            self.stale.push(id);
+        if let Some(client) = self.conn_client.take() {
+            self.stale.push(client);
         }
         self.conn = None;
         let delay = self.backoff.next_delay();
@@ -1118,23 +1129,46 @@ impl Writer {
     /// Drops a working connection, to make a new one.
     fn drop_connection(&mut self) {
         self.conn = None;
-        self.conn_id = None;
+        self.conn_client = None;
     }
 
     /// Closes the dropped connections that may still hold commands: once Redis killed a
     /// client, nothing it had not applied yet will be, so the check of what is written
     /// that follows sees the final state. (Without `CLIENT KILL` permission the check may
     /// be overtaken: an event can then be written twice, or out of order.)
+    ///
+    /// Redis numbers clients per server process, from the bottom again after a restart,
+    /// and another node (a failover behind the same address) has its own numbers: a
+    /// dropped connection is only killed on the process it was made to (same `run_id`),
+    /// and only if the client of its id still has its address. A connection to another
+    /// process is gone with that process's restart, or holds commands for another node.
     async fn close_stale(&mut self, conn: &mut MultiplexedConnection) {
-        for id in std::mem::take(&mut self.stale) {
-            let killed: Result<i64, RedisError> = ::redis::cmd("CLIENT")
-                .arg("KILL")
-                .arg("ID")
-                .arg(id)
-                .arg("SKIPME")
-                .arg("yes")
-                .query_async(conn)
-                .await;
+        let run_id = self.conn_client.as_ref().map(|c| c.run_id.clone());
+        let (same, other): (Vec<ServerClient>, Vec<ServerClient>) = std::mem::take(&mut self.stale)
+            .into_iter()
+            .partition(|old| run_id.as_deref() == Some(&*old.run_id));
+        if !other.is_empty() {
+            if run_id.is_some() {
+                tracing::info!(
+                    connections = other.len(),
+                    "redis server restarted or replaced since the connection dropped; nothing to close"
+                );
+            } else {
+                tracing::warn!(
+                    connections = other.len(),
+                    "cannot tell whether redis is the server the previous connection was made to, so it is \
+                     not closed; commands it still holds may be applied after the resend"
+                );
+            }
+        }
+        for old in same {
+            let mut kill = ::redis::cmd("CLIENT");
+            kill.arg("KILL").arg("ID").arg(old.id);
+            if let Some(addr) = &old.addr {
+                kill.arg("ADDR").arg(addr);
+            }
+            kill.arg("SKIPME").arg("yes");
+            let killed: Result<i64, RedisError> = kill.query_async(conn).await;
             if let Err(e) = killed {
                 tracing::warn!(
                     error = %e,
@@ -1152,6 +1186,83 @@ impl Writer {
             _ = stop.wait_for(|s| *s) => {}
         }
     }
+}
+
+/// A connection as the server knows it, to close it later (`CLIENT KILL`) and nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ServerClient {
+    /// `run_id` of the Redis process (`INFO server`): client ids are numbered per process.
+    run_id: String,
+    /// `CLIENT ID`.
+    id: i64,
+    /// `addr` of `CLIENT INFO` (the client's address as the server sees it), when Redis
+    /// has that command (6.2).
+    addr: Option<String>,
+}
+
+impl ServerClient {
+    /// Asks Redis who `conn` is; `None` (logged) if it does not say: that connection will
+    /// not be closed if it drops.
+    async fn of(conn: &mut MultiplexedConnection) -> Option<ServerClient> {
+        let info: Result<String, RedisError> = ::redis::cmd("INFO").arg("server").query_async(conn).await;
+        let run_id = match info.map(|text| info_field(&text, "run_id")) {
+            Ok(Some(run_id)) => run_id,
+            Ok(None) => {
+                tracing::warn!(
+                    "INFO server has no run_id; if this connection drops, commands it still holds may be \
+                     applied after the resend"
+                );
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "cannot read INFO server; if this connection drops, commands it still holds may be \
+                     applied after the resend"
+                );
+                return None;
+            }
+        };
+        let client_info: Result<String, RedisError> = ::redis::cmd("CLIENT").arg("INFO").query_async(conn).await;
+        if let Ok(line) = client_info {
+            let id = client_field(&line, "id").and_then(|id| id.parse().ok());
+            let addr = client_field(&line, "addr");
+            if let (Some(id), Some(addr)) = (id, addr) {
+                return Some(ServerClient {
+                    run_id,
+                    id,
+                    addr: Some(addr.to_owned()),
+                });
+            }
+        }
+        let id: Result<i64, RedisError> = ::redis::cmd("CLIENT").arg("ID").query_async(conn).await;
+        match id {
+            Ok(id) => Some(ServerClient { run_id, id, addr: None }),
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "cannot read CLIENT ID; if this connection drops, commands it still holds may be \
+                     applied after the resend"
+                );
+                None
+            }
+        }
+    }
+}
+
+/// The value of `field` in an `INFO` reply (`field:value` lines), if valid.
+fn info_field(info: &str, field: &str) -> Option<String> {
+    info.lines()
+        .find_map(|l| l.trim_end().strip_prefix(field)?.strip_prefix(':'))
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .map(str::to_owned)
+}
+
+/// The value of `field` in a `CLIENT INFO` line (`field=value` words).
+fn client_field<'a>(line: &'a str, field: &str) -> Option<&'a str> {
+    line.split_ascii_whitespace()
+        .find_map(|w| w.strip_prefix(field)?.strip_prefix('='))
+        .filter(|v| !v.is_empty())
 }
 
 fn reply_ok(reply: &Replies, n: usize) -> bool {
@@ -1348,6 +1459,19 @@ pub(crate) fn stream_entries(v: Value) -> Vec<StreamEntry> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_identity_fields_are_parsed() {
+        let info = "# Server\r\nredis_version:7.2.4\r\nrun_idx:zz\r\nrun_id:3f2c9a\r\ntcp_port:6379\r\n";
+        assert_eq!(info_field(info, "run_id").as_deref(), Some("3f2c9a"));
+        assert_eq!(info_field("run_id:\r\n", "run_id"), None);
+        assert_eq!(info_field("run_id:a b\r\n", "run_id"), None);
+        let line = "id=12 addr=127.0.0.1:51234 laddr=127.0.0.1:6379 fd=8 name=p idle=0\n";
+        assert_eq!(client_field(line, "id"), Some("12"));
+        assert_eq!(client_field(line, "addr"), Some("127.0.0.1:51234"));
+        assert_eq!(client_field(line, "laddr"), Some("127.0.0.1:6379"));
+        assert_eq!(client_field("id= addr=x", "id"), None);
+    }
 
     #[test]
     fn settings_are_read() {
