@@ -1088,3 +1088,32 @@ async fn a_message_with_tens_of_thousands_of_headers_is_read_in_linear_time() {
         started.elapsed()
     );
 }
+
+/// A partition with nothing at or after the replay time starts at the high watermark read
+/// during the lookup, not at an "end" resolved later when the group assigns it: a message
+/// produced during start-up (after the lookup, before the assignment) is replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_from_a_time_after_the_last_message_keeps_messages_produced_during_start_up() {
+    let f = Fixture::new(1);
+    let received = collect();
+    f.produce(&[event(1, "old")]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = chrono::Utc::now().timestamp_millis();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let group = unique("g");
+    let options = KafkaConsumerOptions {
+        replay: Some(Replay::FromTimestampMs(t)),
+        max_messages: Some(1),
+        ..Default::default()
+    };
+    let consumer = f.consumer(&group, options);
+    let run = tokio::spawn(consumer.run(tokio::time::sleep(Duration::from_secs(25))));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    let new = f.produce(&[event(2, "new, after the replay time")]).await;
+    eprintln!("new event produced {:?} after the consumer started", started.elapsed());
+    let stats = run.await.unwrap().unwrap();
+    let ids: Vec<uuid::Uuid> = received.lock().unwrap().iter().map(|r| r.0.id).collect();
+    eprintln!("stats {stats:?}; received {ids:?}; new {:?}", new[0].id);
+    assert_eq!(ids, [new[0].id], "the event after the replay time is replayed");
+}

@@ -985,3 +985,59 @@ async fn a_record_whose_time_python_cannot_read_is_refused_not_written() {
         .collect();
     assert_eq!(ids, [good_id], "only the good event reached the broker");
 }
+
+/// Flush waits for exactly the events accepted before it: an event stuck on a slow
+/// partition is not stood in for by later events (of another thread) delivered on a fast one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_waits_for_an_earlier_stuck_event_while_later_ones_complete() {
+    let env = KafkaEnv::start();
+    let cluster = env
+        .mock()
+        .expect("slowing one broker down needs librdkafka's mock cluster");
+    let registry = RegistryHandle::start();
+    let prefix = unique("flush-stuck");
+    let slow = format!("{prefix}-slow");
+    let fast = format!("{prefix}-fast");
+    env.create_topic(&slow, 1);
+    env.create_topic(&fast, 1);
+    cluster.partition_leader(&slow, 0, Some(2)).unwrap();
+    cluster.partition_leader(&fast, 0, Some(1)).unwrap();
+    let producer = Arc::new(
+        KafkaProducer::from_settings(
+            &settings(&env, registry.url(), &prefix).with("EVENT_BUS_KAFKA_CONFIG_MESSAGE_TIMEOUT_MS", "60000"),
+        )
+        .unwrap(),
+    );
+    producer.produce(record(&slow, event(0, "warm"))).unwrap();
+    producer.produce(record(&fast, event(0, "warm"))).unwrap();
+    producer.flush(Duration::from_secs(20)).await.unwrap();
+    cluster.broker_round_trip_time(2, Duration::from_secs(8)).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    producer.produce(record(&slow, event(1, "stuck"))).unwrap();
+    let other = {
+        let producer = producer.clone();
+        let fast = fast.clone();
+        std::thread::spawn(move || {
+            for i in 0..60 {
+                producer.produce(record(&fast, event(i, "later"))).unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let started = Instant::now();
+    let result = producer.flush(Duration::from_secs(2)).await;
+    let stats = producer.stats();
+    eprintln!("flush after {:?}: {result:?}; stats {stats:?}", started.elapsed());
+    let read = env.read_all(&slow, 2, Duration::from_millis(200));
+    eprintln!(
+        "messages on the slow topic when flush returned (warm + stuck expected): {}",
+        read.len()
+    );
+    tokio::task::spawn_blocking(move || other.join().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        matches!(result, Err(ProduceError::Timeout { pending, .. }) if pending >= 1),
+        "flush must time out with the stuck event pending, got {result:?}"
+    );
+}

@@ -352,7 +352,7 @@ impl KafkaConsumer {
                             KafkaConsumerError::Kafka(KafkaError::OffsetFetch(code))
                         })? {
                             ReplayStart::At(o) => offsets.push((p, Offset::Offset(o))),
-                            ReplayStart::End => offsets.push((p, Offset::End)),
+                            ReplayStart::End(high) => offsets.push((p, Offset::Offset(high))),
                             ReplayStart::Scan => {
                                 offsets.push((p, Offset::Offset(low)));
                                 skip.push(p);
@@ -362,13 +362,14 @@ impl KafkaConsumer {
                     }
                     if !check_last.is_empty() {
                         let last = last_message_times(&probe_config, &topic, &check_last, Duration::from_secs(10))?;
-                        for (p, low, _) in check_last {
-                            match after_last_message(last.get(&p).copied(), ts) {
+                        for (p, low, high) in check_last {
+                            match after_last_message(last.get(&p).copied(), ts, high) {
                                 ReplayStart::Scan => {
                                     offsets.push((p, Offset::Offset(low)));
                                     skip.push(p);
                                 }
-                                _ => offsets.push((p, Offset::End)),
+                                // `End(high)`: the high watermark read before the last message.
+                                _ => offsets.push((p, Offset::Offset(high))),
                             }
                         }
                     }
@@ -893,8 +894,10 @@ impl TimeLookup {
 enum ReplayStart {
     /// At this offset.
     At(i64),
-    /// At the end: nothing is that recent.
-    End,
+    /// At the end: nothing is that recent. The end is the high watermark read during the
+    /// lookup, never a logical "end" that the group would resolve only when it assigns the
+    /// partition (seconds later: the messages produced meanwhile would be skipped).
+    End(i64),
     /// "End" from a partition holding messages: read the last one's time to tell a real
     /// "nothing that recent" from a broker that cannot search by time.
     CheckLast,
@@ -908,9 +911,9 @@ enum ReplayStart {
 fn replay_start(lookup: TimeLookup, low: i64, high: i64) -> Result<ReplayStart, rdkafka::error::RDKafkaErrorCode> {
     match lookup {
         TimeLookup::Offset(o) => Ok(ReplayStart::At(o)),
-        TimeLookup::End if high <= low => Ok(ReplayStart::End),
+        TimeLookup::End if high <= low => Ok(ReplayStart::End(high)),
         TimeLookup::End => Ok(ReplayStart::CheckLast),
-        TimeLookup::Unsupported if high <= low => Ok(ReplayStart::End),
+        TimeLookup::Unsupported if high <= low => Ok(ReplayStart::End(high)),
         TimeLookup::Unsupported => Ok(ReplayStart::Scan),
         TimeLookup::Failed(code) => Err(code),
     }
@@ -918,10 +921,10 @@ fn replay_start(lookup: TimeLookup, low: i64, high: i64) -> Result<ReplayStart, 
 
 /// After an "end" answer: when the partition's last message is at or after the time
 /// (or its time cannot be read), the answer was wrong and the partition is scanned;
-/// otherwise the end is the end.
-fn after_last_message(last_time: Option<i64>, ts: i64) -> ReplayStart {
+/// otherwise the end is the end: `high`, the high watermark read before the last message.
+fn after_last_message(last_time: Option<i64>, ts: i64, high: i64) -> ReplayStart {
     match last_time {
-        Some(t) if t < ts => ReplayStart::End,
+        Some(t) if t < ts => ReplayStart::End(high),
         _ => ReplayStart::Scan,
     }
 }
@@ -1048,15 +1051,16 @@ mod tests {
         // messages is checked against its last message.
         let end = TimeLookup::of(Ok(()), Offset::End);
         assert_eq!(end, TimeLookup::End);
-        assert_eq!(replay_start(end, 7, 7), Ok(ReplayStart::End));
+        assert_eq!(replay_start(end, 7, 7), Ok(ReplayStart::End(7)));
         assert_eq!(replay_start(end, 0, 100), Ok(ReplayStart::CheckLast));
         // Last message older than the time: the end is the end (no scan, no offset stored).
-        assert_eq!(after_last_message(Some(999), 1000), ReplayStart::End);
+        // The end is the high watermark read during the lookup, not a logical end.
+        assert_eq!(after_last_message(Some(999), 1000, 100), ReplayStart::End(100));
         // Last message at or after the time while the broker said "end": it cannot
         // search by time (librdkafka's mock cluster), so scan.
-        assert_eq!(after_last_message(Some(1000), 1000), ReplayStart::Scan);
-        assert_eq!(after_last_message(Some(5000), 1000), ReplayStart::Scan);
-        assert_eq!(after_last_message(None, 1000), ReplayStart::Scan);
+        assert_eq!(after_last_message(Some(1000), 1000, 100), ReplayStart::Scan);
+        assert_eq!(after_last_message(Some(5000), 1000, 100), ReplayStart::Scan);
+        assert_eq!(after_last_message(None, 1000, 100), ReplayStart::Scan);
         // A broker that says it cannot search: scan, unless there is nothing to read.
         for code in [
             Code::UnsupportedForMessageFormat,
@@ -1066,7 +1070,7 @@ mod tests {
             let lookup = TimeLookup::of(Err(KafkaError::OffsetFetch(code)), Offset::Invalid);
             assert_eq!(lookup, TimeLookup::Unsupported, "{code:?}");
             assert_eq!(replay_start(lookup, 0, 10), Ok(ReplayStart::Scan));
-            assert_eq!(replay_start(lookup, 10, 10), Ok(ReplayStart::End));
+            assert_eq!(replay_start(lookup, 10, 10), Ok(ReplayStart::End(10)));
         }
         // Any other error is reported, never taken for "cannot search".
         let failed = TimeLookup::of(

@@ -13,10 +13,12 @@
 //! their type, so that no event overtakes an earlier one of the same key. Delivery reports
 //! are handled on librdkafka's polling thread: a failure is logged with event type,
 //! topic, event id and error (never the data) and counted. [`KafkaProducer::flush`]
-//! and [`KafkaProducer::shutdown`] return only when every accepted event is delivered
-//! or reported failed. A record whose metadata `time` a Python consumer could not read
-//! (a leap second, a year outside 1..=9999 in UTC) is refused by `produce` with
-//! [`ProduceError::Backend`], never written.
+//! and [`KafkaProducer::shutdown`] return only when every event accepted before they
+//! were called is delivered or reported failed: events are numbered as `produce` takes
+//! them, and flush waits for every number below its start (an event stuck on a slow
+//! partition is never stood in for by later events completing elsewhere). A record whose
+//! metadata `time` a Python consumer could not read (a leap second, a year outside
+//! 1..=9999 in UTC) is refused by `produce` with [`ProduceError::Backend`], never written.
 //!
 //! Settings: `EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS`, `EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL`
 //! (+ `EVENT_BUS_KAFKA_SCHEMA_REGISTRY_API_KEY` / `_API_SECRET`), `EVENT_BUS_KAFKA_API_KEY` /
@@ -156,6 +158,7 @@ impl<T> std::ops::Deref for Padded<T> {
 
 #[derive(Default)]
 struct Counters {
+    numbers: Numbers,
     accepted: Padded<AtomicU64>,
     delivered: Padded<AtomicU64>,
     failed: AtomicU64,
@@ -164,37 +167,88 @@ struct Counters {
     failed_reported: AtomicU64,
 }
 
-impl Counters {
-    fn completed(&self) -> u64 {
-        self.delivered.load(Ordering::Acquire) + self.failed.load(Ordering::Acquire)
+/// The numbers of the events `produce` took, and which of them are done (delivered,
+/// failed or refused). Every number taken is marked done exactly once.
+#[derive(Default)]
+struct Numbers {
+    /// The next number to give.
+    next: Padded<AtomicUsize>,
+    done: Mutex<DoneNumbers>,
+}
+
+/// Every number below `below` is done, and so are those in `above`.
+#[derive(Default)]
+struct DoneNumbers {
+    below: usize,
+    above: std::collections::BTreeSet<usize>,
+}
+
+impl Numbers {
+    /// Numbers an event `produce` is taking.
+    fn take(&self) -> usize {
+        self.next.fetch_add(1, Ordering::AcqRel)
+    }
+
+    /// The number the next event will get: the events taken before are numbered below.
+    fn next(&self) -> usize {
+        self.next.load(Ordering::Acquire)
+    }
+
+    /// Marks an event done (after its counters are updated: whoever sees it done sees them).
+    fn done(&self, n: usize) {
+        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        if n == done.below {
+            done.below += 1;
+            loop {
+                let next = done.below;
+                if !done.above.remove(&next) {
+                    break;
+                }
+                done.below += 1;
+            }
+        } else if n > done.below {
+            done.above.insert(n);
+        }
+    }
+
+    /// How many of the events numbered below `target` are not done yet.
+    fn pending_below(&self, target: usize) -> usize {
+        let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        if done.below >= target {
+            return 0;
+        }
+        target - done.below - done.above.range(..target).count()
     }
 }
 
 /// The callers of [`KafkaProducer::produce_and_confirm`] waiting for their message's
-/// delivery report, by the number the message carries to librdkafka (0: nobody waits).
+/// delivery report, by the event's number (which the message carries to librdkafka).
 #[derive(Default)]
 struct Waiters {
-    next: AtomicUsize,
+    /// How many wait: delivery reports skip the lock when nobody does.
+    len: AtomicUsize,
     waiting: Mutex<HashMap<usize, tokio::sync::oneshot::Sender<Result<DeliveredAt, String>>>>,
 }
 
 impl Waiters {
-    fn add(&self) -> (usize, tokio::sync::oneshot::Receiver<Result<DeliveredAt, String>>) {
-        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.waiting.lock().unwrap_or_else(|e| e.into_inner()).insert(id, tx);
-        (id, rx)
+    fn add(&self, n: usize, tx: tokio::sync::oneshot::Sender<Result<DeliveredAt, String>>) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        waiting.insert(n, tx);
+        self.len.store(waiting.len(), Ordering::Release);
     }
 
-    fn forget(&self, id: usize) {
-        self.waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-    }
-
-    fn resolve(&self, id: usize, outcome: Result<DeliveredAt, String>) {
-        if id == 0 {
-            return;
+    fn take(&self, n: usize) -> Option<tokio::sync::oneshot::Sender<Result<DeliveredAt, String>>> {
+        if self.len.load(Ordering::Acquire) == 0 {
+            return None;
         }
-        if let Some(tx) = self.waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&id) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = waiting.remove(&n);
+        self.len.store(waiting.len(), Ordering::Release);
+        tx
+    }
+
+    fn resolve(&self, n: usize, outcome: Result<DeliveredAt, String>) {
+        if let Some(tx) = self.take(n) {
             let _ = tx.send(outcome);
         }
     }
@@ -238,12 +292,13 @@ pub(crate) fn forward_log(level: RDKafkaLogLevel, fac: &str, message: &str) {
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, waiter: usize) {
+    fn delivery(&self, result: &DeliveryResult<'_>, number: usize) {
         match result {
             Ok(message) => {
                 self.counters.delivered.fetch_add(1, Ordering::AcqRel);
+                self.counters.numbers.done(number);
                 self.waiters.resolve(
-                    waiter,
+                    number,
                     Ok(DeliveredAt {
                         partition: message.partition(),
                         offset: message.offset(),
@@ -252,7 +307,8 @@ impl ProducerContext for DeliveryContext {
             }
             Err((error, message)) => {
                 self.counters.failed.fetch_add(1, Ordering::AcqRel);
-                self.waiters.resolve(waiter, Err(error.to_string()));
+                self.counters.numbers.done(number);
+                self.waiters.resolve(number, Err(error.to_string()));
                 // What to log is read back from the message's headers: never the data.
                 let header = |name: &str| {
                     message
@@ -354,7 +410,7 @@ impl RouteState {
 /// the events behind it (of any route) are released when it is.
 #[derive(Default)]
 struct TopicGate {
-    /// Each with the number of its waiter (0: none).
+    /// Each with its number.
     parked: Mutex<std::collections::VecDeque<Parked>>,
     /// How many are parked, read without the lock on the fast path; counts the events a
     /// release took out of `parked` until each is sent or failed.
@@ -364,7 +420,7 @@ struct TopicGate {
     releasing: AtomicBool,
 }
 
-/// A parked event: the record, its route, the number of its waiter (0: none).
+/// A parked event: the record, its route, its number (see [`Numbers`]).
 type Parked = (ProducerRecord, Arc<RouteState>, usize);
 
 /// Whether [`Inner::send`] counts the event (a new one) or not (a released one, counted
@@ -374,6 +430,10 @@ enum Counting {
     New,
     Released,
 }
+
+/// The longest librdkafka flush call of [`KafkaProducer::flush`]: between two, it checks
+/// whether the events it waits for are done.
+const FLUSH_STEP: Duration = Duration::from_millis(50);
 
 /// How many events a release takes out of a topic's queue at once: the lock is held to
 /// take them, never to encode or send them.
@@ -608,11 +668,8 @@ impl KafkaProducer {
     /// # }
     /// ```
     pub async fn produce_and_confirm(&self, record: ProducerRecord) -> Result<DeliveredAt, ProduceError> {
-        let (waiter, delivered) = self.inner.waiters.add();
-        if let Err(e) = self.produce_record(record, waiter) {
-            self.inner.waiters.forget(waiter);
-            return Err(e);
-        }
+        let (tx, delivered) = tokio::sync::oneshot::channel();
+        self.produce_record(record, Some(tx))?;
         match delivered.await {
             Ok(Ok(at)) => Ok(at),
             Ok(Err(error)) => Err(backend_error(error)),
@@ -621,11 +678,25 @@ impl KafkaProducer {
         }
     }
 
-    fn produce_record(&self, record: ProducerRecord, waiter: usize) -> Result<(), ProduceError> {
+    fn produce_record(
+        &self,
+        record: ProducerRecord,
+        confirm: Option<tokio::sync::oneshot::Sender<Result<DeliveredAt, String>>>,
+    ) -> Result<(), ProduceError> {
         // Counted before `closed` is read, so that shutdown, which sets `closed` and then
         // reads this, waits for every call that may still accept an event.
         self.inner.producing.fetch_add(1, Ordering::SeqCst);
-        let result = self.produce_open(record, waiter);
+        let number = self.inner.counters.numbers.take();
+        if let Some(tx) = confirm {
+            // Before the message reaches librdkafka, whose report may come at once.
+            self.inner.waiters.add(number, tx);
+        }
+        let result = self.produce_open(record, number);
+        if result.is_err() {
+            // Refused: nobody waits for it.
+            self.inner.waiters.take(number);
+            self.inner.counters.numbers.done(number);
+        }
         self.inner.producing.fetch_sub(1, Ordering::Release);
         result
     }
@@ -634,7 +705,8 @@ impl KafkaProducer {
         Duration::from_millis(self.inner.retry_failed_after_ms.load(Ordering::Relaxed))
     }
 
-    fn produce_open(&self, record: ProducerRecord, waiter: usize) -> Result<(), ProduceError> {
+    /// Sends or parks an event; refused, its number is left for the caller to mark done.
+    fn produce_open(&self, record: ProducerRecord, number: usize) -> Result<(), ProduceError> {
         if self.inner.closed.load(Ordering::SeqCst) {
             return Err(self.inner.reject(ProduceError::Closed));
         }
@@ -655,7 +727,7 @@ impl KafkaProducer {
         }
         if route.gate.len.load(Ordering::Acquire) == 0 {
             if let Some(ids) = route.ready.get() {
-                return self.inner.send(&record, ids, self.inner.policy, waiter, Counting::New);
+                return self.inner.send(&record, ids, self.inner.policy, number, Counting::New);
             }
         }
         let mut parked = route.gate.parked.lock().unwrap_or_else(|e| e.into_inner());
@@ -677,7 +749,7 @@ impl KafkaProducer {
         if parked.is_empty() && !route.gate.releasing.load(Ordering::Acquire) {
             if let Some(ids) = route.ready.get() {
                 drop(parked);
-                return self.inner.send(&record, ids, self.inner.policy, waiter, Counting::New);
+                return self.inner.send(&record, ids, self.inner.policy, number, Counting::New);
             }
         }
         if self.inner.counters.parked.load(Ordering::Acquire) >= self.inner.max_parked {
@@ -685,7 +757,7 @@ impl KafkaProducer {
             return Err(self.inner.reject(ProduceError::BufferFull { waited: Duration::ZERO }));
         }
         let settled = route.settled();
-        parked.push_back((record, route.clone(), waiter));
+        parked.push_back((record, route.clone(), number));
         route.gate.len.fetch_add(1, Ordering::AcqRel);
         self.inner.counters.parked.fetch_add(1, Ordering::AcqRel);
         self.inner.counters.accepted.fetch_add(1, Ordering::AcqRel);
@@ -698,31 +770,39 @@ impl KafkaProducer {
 
     async fn flush_inner(&self, timeout: Duration) -> Result<(), ProduceError> {
         let deadline = Instant::now() + timeout;
-        let target = self.inner.counters.accepted.load(Ordering::Acquire);
-        // 1. Parked events are released once their schemas are registered.
-        while self.inner.counters.parked.load(Ordering::Acquire) > 0 {
-            if Instant::now() >= deadline {
-                return Err(self.timeout_error(target, timeout));
+        // Exactly the events taken before this call, by number, not by count: later events
+        // completing (on another partition, say) never stand in for an earlier one.
+        let target = self.inner.counters.numbers.next();
+        loop {
+            let pending = self.inner.counters.numbers.pending_below(target);
+            if pending == 0 {
+                break;
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        // 2. librdkafka sends what it queued and reports deliveries.
-        let inner = self.inner.clone();
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let flushed = tokio::task::spawn_blocking(move || inner.producer.flush(remaining))
-            .await
-            .map_err(|e| backend_error(format!("flush task: {e}")))?;
-        if let Err(e) = flushed {
-            if !matches!(e, KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) {
-                return Err(backend_error(e.to_string()));
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(ProduceError::Timeout {
+                    pending,
+                    waited: timeout,
+                });
             }
-        }
-        // 3. The last delivery callbacks may still be running on the polling thread.
-        while self.inner.counters.completed() < target {
-            if Instant::now() >= deadline {
-                return Err(self.timeout_error(target, timeout));
+            if self.inner.producer.in_flight_count() == 0 {
+                // Parked until their schemas are registered, or their last delivery
+                // reports are being handled on the polling thread.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                continue;
             }
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            // librdkafka sends what it queued at once (whatever `linger.ms`) and reports
+            // deliveries; in short steps, as other threads may keep producing meanwhile.
+            let inner = self.inner.clone();
+            let step = remaining.min(FLUSH_STEP);
+            let flushed = tokio::task::spawn_blocking(move || inner.producer.flush(step))
+                .await
+                .map_err(|e| backend_error(format!("flush task: {e}")))?;
+            match flushed {
+                Ok(()) => tokio::time::sleep(Duration::from_millis(1)).await,
+                Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) => {}
+                Err(e) => return Err(backend_error(e.to_string())),
+            }
         }
         let failed = self.inner.counters.failed.load(Ordering::Acquire);
         let before = self.inner.counters.failed_reported.swap(failed, Ordering::AcqRel);
@@ -746,19 +826,11 @@ impl KafkaProducer {
             .collect();
         for gate in gates {
             let mut parked = gate.parked.lock().unwrap_or_else(|e| e.into_inner());
-            while let Some((record, _, waiter)) = parked.pop_front() {
+            while let Some((record, _, number)) = parked.pop_front() {
                 gate.len.fetch_sub(1, Ordering::AcqRel);
                 self.inner.counters.parked.fetch_sub(1, Ordering::AcqRel);
-                self.inner.fail_parked(&record, error, waiter);
+                self.inner.fail_parked(&record, error, number);
             }
-        }
-    }
-
-    fn timeout_error(&self, target: u64, waited: Duration) -> ProduceError {
-        let done = self.inner.counters.completed();
-        ProduceError::Timeout {
-            pending: target.saturating_sub(done) as usize,
-            waited,
         }
     }
 }
@@ -923,7 +995,7 @@ impl Inner {
         record: &ProducerRecord,
         ids: &RouteIds,
         policy: QueueFullPolicy,
-        waiter: usize,
+        number: usize,
         counting: Counting,
     ) -> Result<(), ProduceError> {
         let count = |counter: &AtomicU64| {
@@ -948,7 +1020,7 @@ impl Inner {
                 }
                 _ => false,
             };
-            let mut base = BaseRecord::with_opaque_to(&record.topic, waiter)
+            let mut base = BaseRecord::with_opaque_to(&record.topic, number)
                 .payload(&value_buf[..])
                 .headers(headers_for(&record.metadata));
             if has_key {
@@ -985,9 +1057,10 @@ impl Inner {
 
     /// Marks a parked event failed (its schemas could not be registered, or the producer
     /// shut down first).
-    fn fail_parked(&self, record: &ProducerRecord, error: &str, waiter: usize) {
+    fn fail_parked(&self, record: &ProducerRecord, error: &str, number: usize) {
         self.counters.failed.fetch_add(1, Ordering::AcqRel);
-        self.waiters.resolve(waiter, Err(error.to_owned()));
+        self.counters.numbers.done(number);
+        self.waiters.resolve(number, Err(error.to_owned()));
         tracing::error!(
             event_type = record.metadata.event_type,
             topic = &*record.topic,
@@ -1139,10 +1212,10 @@ async fn release_gate(inner: std::sync::Weak<Inner>, route: &RouteState) {
 /// Sends (or fails) one parked event whose route is settled; false (and nothing done)
 /// when librdkafka's queue is full.
 fn release_one(inner: &Inner, gate: &TopicGate, entry: &Parked) -> bool {
-    let (record, route, waiter) = entry;
+    let (record, route, number) = entry;
     let failure = if let Some(ids) = route.ready.get() {
         // Counted as accepted when parked: it stays parked or is reported failed.
-        match inner.send(record, ids, QueueFullPolicy::Reject, *waiter, Counting::Released) {
+        match inner.send(record, ids, QueueFullPolicy::Reject, *number, Counting::Released) {
             Ok(()) => None,
             Err(e) => {
                 if matches!(e, ProduceError::BufferFull { .. }) {
@@ -1163,7 +1236,7 @@ fn release_one(inner: &Inner, gate: &TopicGate, entry: &Parked) -> bool {
     inner.counters.parked.fetch_sub(1, Ordering::AcqRel);
     // Reported after the counts, so that whoever hears of it sees them up to date.
     if let Some(error) = failure {
-        inner.fail_parked(record, &error, *waiter);
+        inner.fail_parked(record, &error, *number);
     }
     true
 }
@@ -1203,7 +1276,7 @@ impl Producer for KafkaProducer {
     }
 
     fn produce(&self, record: ProducerRecord) -> Result<(), ProduceError> {
-        self.produce_record(record, 0)
+        self.produce_record(record, None)
     }
 
     fn flush(&self, timeout: Duration) -> BoxFuture<'_, Result<(), ProduceError>> {
@@ -1246,6 +1319,27 @@ impl Producer for KafkaProducer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_done_out_of_order_count_only_below_the_target() {
+        let numbers = Numbers::default();
+        let taken: Vec<usize> = (0..5).map(|_| numbers.take()).collect();
+        assert_eq!(taken, [0, 1, 2, 3, 4]);
+        let target = numbers.next();
+        // Later events done first never stand in for the first one.
+        for n in [4, 2, 1] {
+            numbers.done(n);
+        }
+        assert_eq!(numbers.pending_below(target), 2);
+        assert_eq!(numbers.pending_below(2), 1);
+        numbers.done(0);
+        assert_eq!(numbers.pending_below(3), 0);
+        assert_eq!(numbers.pending_below(target), 1);
+        numbers.done(3);
+        assert_eq!(numbers.pending_below(target), 0);
+        // Everything done moved below: nothing is kept above.
+        assert!(numbers.done.lock().unwrap().above.is_empty());
+    }
 
     #[test]
     fn pass_through_properties() {
