@@ -176,11 +176,58 @@ struct Numbers {
     done: Mutex<DoneNumbers>,
 }
 
-/// Every number below `below` is done, and so are those in `above`.
+/// Every number below `below` is done, and so are those in the ranges of `above`: each
+/// entry `start -> end` holds the done numbers `start..end`; ranges are disjoint and never
+/// adjacent, so their count is the number of gaps, not of events (an event stuck for an
+/// hour while millions of later ones complete costs one range, not millions of entries).
 #[derive(Default)]
 struct DoneNumbers {
     below: usize,
-    above: std::collections::BTreeSet<usize>,
+    above: std::collections::BTreeMap<usize, usize>,
+}
+
+impl DoneNumbers {
+    /// Records `n` as done (a number already done is ignored).
+    fn insert(&mut self, n: usize) {
+        if n < self.below {
+            return;
+        }
+        if n == self.below {
+            self.below += 1;
+            if let Some(end) = self.above.remove(&self.below) {
+                self.below = end;
+            }
+            return;
+        }
+        // The range ending at or holding `n`, if any.
+        let mut start = n;
+        if let Some((&s, &e)) = self.above.range(..=n).next_back() {
+            if n < e {
+                return;
+            }
+            if e == n {
+                start = s;
+            }
+        }
+        let mut end = n + 1;
+        if let Some(e) = self.above.remove(&end) {
+            end = e;
+        }
+        self.above.insert(start, end);
+    }
+
+    /// How many numbers below `target` are not done.
+    fn pending_below(&self, target: usize) -> usize {
+        if self.below >= target {
+            return 0;
+        }
+        let done_above: usize = self
+            .above
+            .range(..target)
+            .map(|(&start, &end)| end.min(target) - start)
+            .sum();
+        target - self.below - done_above
+    }
 }
 
 impl Numbers {
@@ -196,28 +243,15 @@ impl Numbers {
 
     /// Marks an event done (after its counters are updated: whoever sees it done sees them).
     fn done(&self, n: usize) {
-        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
-        if n == done.below {
-            done.below += 1;
-            loop {
-                let next = done.below;
-                if !done.above.remove(&next) {
-                    break;
-                }
-                done.below += 1;
-            }
-        } else if n > done.below {
-            done.above.insert(n);
-        }
+        self.done.lock().unwrap_or_else(|e| e.into_inner()).insert(n);
     }
 
     /// How many of the events numbered below `target` are not done yet.
     fn pending_below(&self, target: usize) -> usize {
-        let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
-        if done.below >= target {
-            return 0;
-        }
-        target - done.below - done.above.range(..target).count()
+        self.done
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pending_below(target)
     }
 }
 
@@ -1339,6 +1373,59 @@ mod tests {
         assert_eq!(numbers.pending_below(target), 0);
         // Everything done moved below: nothing is kept above.
         assert!(numbers.done.lock().unwrap().above.is_empty());
+    }
+
+    #[test]
+    fn one_stuck_event_costs_one_range_however_many_later_ones_complete() {
+        let numbers = Numbers::default();
+        let stuck = numbers.take();
+        for _ in 0..1_000_000 {
+            let n = numbers.take();
+            numbers.done(n);
+        }
+        let target = numbers.next();
+        {
+            let done = numbers.done.lock().unwrap();
+            assert_eq!(done.above.len(), 1, "later completions merge into one range");
+        }
+        assert_eq!(numbers.pending_below(target), 1);
+        numbers.done(stuck);
+        assert_eq!(numbers.pending_below(target), 0);
+        let done = numbers.done.lock().unwrap();
+        assert!(done.above.is_empty());
+        assert_eq!(done.below, target);
+    }
+
+    #[test]
+    fn done_numbers_agree_with_a_plain_set_in_any_order() {
+        // A small deterministic generator (xorshift): orders with repeats and gaps.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..200 {
+            let len = 1 + (next() % 64) as usize;
+            let mut done = DoneNumbers::default();
+            let mut model = std::collections::HashSet::new();
+            for _ in 0..len * 2 {
+                let n = (next() % len as u64) as usize;
+                done.insert(n);
+                model.insert(n);
+                for target in 0..=len {
+                    let want = (0..target).filter(|k| !model.contains(k)).count();
+                    assert_eq!(done.pending_below(target), want, "round {round}, target {target}");
+                }
+                // Ranges stay disjoint, non-adjacent and above `below`.
+                let mut last_end = done.below;
+                for (&start, &end) in &done.above {
+                    assert!(start > last_end && start < end, "round {round}: {:?}", done.above);
+                    last_end = end;
+                }
+            }
+        }
     }
 
     #[test]
