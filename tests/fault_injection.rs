@@ -128,6 +128,22 @@ struct Verdict {
 
 /// Compares deliveries (event ids, in delivery order) with what was sent (`seq` by id).
 /// Order per key is checked on each id's first delivery.
+/// Writes events `0..n` to `stream` straight to Redis (no proxy, never trimmed) and
+/// returns each event's id with its sequence number.
+async fn fill_stream(url: &str, stream: &str, n: usize) -> HashMap<uuid::Uuid, usize> {
+    let mut sent = HashMap::new();
+    let mut c = RedisProducerConfig::new(url);
+    c.stream_max_len = 0;
+    let p = RedisProducer::start(c).unwrap();
+    for seq in 0..n {
+        let r = record(stream, seq);
+        sent.insert(r.metadata.id, seq);
+        p.produce(r).unwrap();
+    }
+    p.shutdown(Duration::from_secs(30)).await.unwrap();
+    sent
+}
+
 fn judge(sent: &HashMap<uuid::Uuid, usize>, delivered: &[uuid::Uuid]) -> Verdict {
     let mut v = Verdict::default();
     let mut count: HashMap<uuid::Uuid, usize> = HashMap::new();
@@ -399,18 +415,7 @@ async fn redis_consumer_through_faults_delivers_every_event_in_order_and_leaves_
 
     // Written without faults, straight to Redis.
     let n = 3000usize;
-    let mut sent: HashMap<uuid::Uuid, usize> = HashMap::new();
-    {
-        let mut c = RedisProducerConfig::new(&url);
-        c.stream_max_len = 0;
-        let p = RedisProducer::start(c).unwrap();
-        for seq in 0..n {
-            let r = record(&stream, seq);
-            sent.insert(r.metadata.id, seq);
-            p.produce(r).unwrap();
-        }
-        p.shutdown(Duration::from_secs(30)).await.unwrap();
-    }
+    let sent = fill_stream(&url, &stream, n).await;
     assert_eq!(stream_ids(&mut check, &stream).await.len(), n);
 
     // Every delivery of one of our events: id, and whether its data is the original.
@@ -520,18 +525,7 @@ async fn redis_consumer_keeps_order_per_key_when_a_read_reply_is_lost() {
     let mut cleanup = Cleanup::new(&url, &[&stream]);
     let mut check = direct(&url).await;
     let n = 2000usize;
-    let mut sent: HashMap<uuid::Uuid, usize> = HashMap::new();
-    {
-        let mut c = RedisProducerConfig::new(&url);
-        c.stream_max_len = 0;
-        let p = RedisProducer::start(c).unwrap();
-        for seq in 0..n {
-            let r = record(&stream, seq);
-            sent.insert(r.metadata.id, seq);
-            p.produce(r).unwrap();
-        }
-        p.shutdown(Duration::from_secs(30)).await.unwrap();
-    }
+    let sent = fill_stream(&url, &stream, n).await;
     let deliveries: Arc<Mutex<Vec<uuid::Uuid>>> = Arc::default();
     {
         let sent = sent.clone();
@@ -599,18 +593,7 @@ async fn redis_consumer_counts_only_real_attempts_toward_max_retries_when_replie
     let mut cleanup = Cleanup::new(&url, &[&stream]);
     let mut check = direct(&url).await;
     let n = 200usize;
-    let mut sent: HashMap<uuid::Uuid, usize> = HashMap::new();
-    {
-        let mut c = RedisProducerConfig::new(&url);
-        c.stream_max_len = 0;
-        let p = RedisProducer::start(c).unwrap();
-        for seq in 0..n {
-            let r = record(&stream, seq);
-            sent.insert(r.metadata.id, seq);
-            p.produce(r).unwrap();
-        }
-        p.shutdown(Duration::from_secs(30)).await.unwrap();
-    }
+    let sent = fill_stream(&url, &stream, n).await;
     // Fails the first real attempt at each of our events, succeeds from the second.
     let tried: Arc<Mutex<HashSet<uuid::Uuid>>> = Arc::default();
     let handled: Arc<Mutex<HashSet<uuid::Uuid>>> = Arc::default();
@@ -704,18 +687,7 @@ async fn redis_consumer_group_of_two_through_faults_loses_nothing_and_leaves_not
     let mut cleanup = Cleanup::new(&url, &[&stream]);
     let mut check = direct(&url).await;
     let n = 3000usize;
-    let mut sent: HashMap<uuid::Uuid, usize> = HashMap::new();
-    {
-        let mut c = RedisProducerConfig::new(&url);
-        c.stream_max_len = 0;
-        let p = RedisProducer::start(c).unwrap();
-        for seq in 0..n {
-            let r = record(&stream, seq);
-            sent.insert(r.metadata.id, seq);
-            p.produce(r).unwrap();
-        }
-        p.shutdown(Duration::from_secs(30)).await.unwrap();
-    }
+    let sent = fill_stream(&url, &stream, n).await;
     let deliveries: Arc<Mutex<Vec<(uuid::Uuid, bool)>>> = Arc::default();
     {
         let sent = sent.clone();
