@@ -493,12 +493,10 @@ async fn dedup_check_on_a_key_that_is_not_a_stream_fails_only_that_event() {
     p.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
-/// After a reconnect, the check of what is already written is refused (NOPERM: the user
-/// may not XREVRANGE): the events are sent again (at least once), none is stuck or failed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dedup_check_without_xrevrange_permission_still_delivers() {
-    redis_support::init_tracing();
-    let server = PrivateRedis::start(&[
+/// A private Redis (debug commands on) whose only user is `alice` (password `pw`) with
+/// these ACL `rules`, and the URL that logs in as her.
+fn server_with_alice(rules: &[&str]) -> (PrivateRedis, String) {
+    let mut args = vec![
         "--enable-debug-command",
         "yes",
         "--user",
@@ -508,12 +506,19 @@ async fn dedup_check_without_xrevrange_permission_still_delivers() {
         "alice",
         "on",
         ">pw",
-        "~*",
-        "&*",
-        "+@all",
-        "-xrevrange",
-    ]);
+    ];
+    args.extend_from_slice(rules);
+    let server = PrivateRedis::start(&args);
     let url = format!("redis://alice:pw@127.0.0.1:{}/", server.port);
+    (server, url)
+}
+
+/// After a reconnect, the check of what is already written is refused (NOPERM: the user
+/// may not XREVRANGE): the events are sent again (at least once), none is stuck or failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedup_check_without_xrevrange_permission_still_delivers() {
+    redis_support::init_tracing();
+    let (_server, url) = server_with_alice(&["~*", "&*", "+@all", "-xrevrange"]);
     let stream = unique("noperm");
     let mut conn = connect(&url);
     let p = RedisProducer::start(sleepy_config(&url)).unwrap();
@@ -545,22 +550,7 @@ async fn dedup_check_without_xrevrange_permission_still_delivers() {
 async fn flush_waits_for_exactly_the_events_accepted_before_it() {
     redis_support::init_tracing();
     // alice may read but not write the `ro-*` keys.
-    let server = PrivateRedis::start(&[
-        "--enable-debug-command",
-        "yes",
-        "--user",
-        "default",
-        "off",
-        "--user",
-        "alice",
-        "on",
-        ">pw",
-        "%R~ro-*",
-        "~oev-*",
-        "&*",
-        "+@all",
-    ]);
-    let url = format!("redis://alice:pw@127.0.0.1:{}/", server.port);
+    let (_server, url) = server_with_alice(&["%R~ro-*", "~oev-*", "&*", "+@all"]);
     let stream = unique("flush");
     let read_only = format!("ro-{}", uuid::Uuid::new_v4().simple());
     let mut conn = connect(&url);
