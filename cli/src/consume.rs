@@ -84,10 +84,9 @@ pub(crate) async fn run(args: ConsumeArgs) -> Result<(), CliError> {
     } else if let Some(t) = &args.from_time {
         let time =
             openedx_events::time::parse(t).map_err(|e| CliError::bad_input(format!("--from-time {t:?}: {e}")))?;
-        // Before 1970 the timestamp is negative, which Kafka reads as a position (-1 the
-        // end, -2 the start) or refuses: the first event at or after such a time is the
-        // oldest one, the one at or after the epoch (Kafka has no earlier timestamps).
-        From::TimeMs(time.timestamp_millis().max(0))
+        // A time before 1970 is negative: both backends take it as "from the oldest
+        // event" (the Kafka consumer's `Replay::FromTimestampMs`, `before_time` for Redis).
+        From::TimeMs(time.timestamp_millis())
     } else if let Some(id) = &args.from_id {
         From::Id(id.clone())
     } else {
