@@ -6,9 +6,13 @@
 //! receivers. Then hostile input for every consumer: entries and messages a peer may
 //! write, each dead-lettered with a reason, never a panic, never left pending.
 //!
-//! Kafka through a proxy needs a broker that advertises the proxy's address (librdkafka's
-//! mock cluster advertises its own), so the Kafka part here is hostile input on the mock
-//! cluster (or a `KAFKA_BOOTSTRAP_SERVERS` broker).
+//! Kafka through the proxy runs against tansu, a Kafka-protocol broker started by the test
+//! (see `support/tansu.rs`) that advertises the proxy's address, so that every connection
+//! of the clients goes through the proxy (librdkafka's mock cluster advertises its own
+//! listeners, so a client would bypass a proxy after its first metadata answer). Kafka also
+//! runs under the mock cluster's own faults (brokers down, leaders moving, failed
+//! requests), and hostile input runs on the mock cluster (or a `KAFKA_BOOTSTRAP_SERVERS`
+//! broker).
 
 #[path = "support/proxy.rs"]
 mod proxy_support;
@@ -18,6 +22,8 @@ mod redis_support;
 mod kafka_support;
 #[path = "support/registry.rs"]
 mod registry_support;
+#[path = "support/tansu.rs"]
+mod tansu_support;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -1666,27 +1672,7 @@ async fn kafka_producer_and_consumer_through_broker_faults_lose_double_and_reord
         .await
         .expect("the consumer did not stop within 30 s of its shutdown")
         .expect("the consumer task panicked");
-    let committed = {
-        use rdkafka::consumer::Consumer;
-        let c: rdkafka::consumer::BaseConsumer = rdkafka::config::ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("group.id", &group)
-            .create()
-            .unwrap();
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        for p in 0..partitions {
-            tpl.add_partition(&topic, p);
-        }
-        let committed = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-        committed
-            .elements()
-            .iter()
-            .map(|e| match e.offset() {
-                rdkafka::Offset::Offset(o) => o,
-                _ => 0,
-            })
-            .sum::<i64>()
-    };
+    let committed = committed_sum(&bootstrap, &group, &topic, partitions);
     let dead = {
         let c: rdkafka::consumer::BaseConsumer = rdkafka::config::ClientConfig::new()
             .set("bootstrap.servers", &bootstrap)
@@ -1699,33 +1685,7 @@ async fn kafka_producer_and_consumer_through_broker_faults_lose_double_and_reord
     let received = judge(&sent, &delivered);
     // The consumer's order is judged against the topic's: for each key, first deliveries
     // in the order of first appearance in its partition.
-    let rank: HashMap<uuid::Uuid, usize> = {
-        let mut rank = HashMap::new();
-        for (i, id) in by_partition.iter().enumerate() {
-            rank.entry(*id).or_insert(i);
-        }
-        rank
-    };
-    let mut consumer_order_breaks = Vec::new();
-    {
-        let mut last: HashMap<usize, usize> = HashMap::new();
-        let mut seen = HashSet::new();
-        for id in &delivered {
-            if !seen.insert(*id) {
-                continue;
-            }
-            let (Some(&seq), Some(&r)) = (sent.get(id), rank.get(id)) else {
-                continue;
-            };
-            let key = seq % KEYS;
-            if let Some(&prev) = last.get(&key) {
-                if prev > r && consumer_order_breaks.len() < 20 {
-                    consumer_order_breaks.push((key, seq));
-                }
-            }
-            last.insert(key, r.max(last.get(&key).copied().unwrap_or(0)));
-        }
-    }
+    let consumer_order_breaks = order_breaks(&sent, &by_partition, &delivered);
     let report = format!(
         "seed {seed} (replay with OEV_FAULT_SEED={seed})\nproducer shutdown {shutdown:?}, refused {}\n\
          topic holds {} messages for {n} events: missing {}, doubled {}, out of order {:?}\n\
@@ -1753,6 +1713,265 @@ async fn kafka_producer_and_consumer_through_broker_faults_lose_double_and_reord
             && received.missing.is_empty()
             && consumer_order_breaks.is_empty()
             && committed == in_topic.len() as i64
+            && dead == 0,
+        "{report}"
+    );
+}
+
+/// Creates `topics` (name, partitions) through the admin API: tansu does not create a
+/// topic on first use.
+async fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client");
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics(&new, &options).await.expect("create_topics") {
+        if let Err((topic, code)) = result {
+            assert_eq!(
+                code,
+                rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists,
+                "create topic {topic}"
+            );
+        }
+    }
+}
+
+/// The sum of a group's committed offsets over `partitions` partitions of `topic`.
+fn committed_sum(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> i64 {
+    use rdkafka::consumer::Consumer;
+    let c: rdkafka::consumer::BaseConsumer = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let committed = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    committed
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .sum::<i64>()
+}
+
+/// First deliveries that break the order of `by_partition` (the topic's order per key),
+/// as (key, seq).
+fn order_breaks(
+    sent: &HashMap<uuid::Uuid, usize>,
+    by_partition: &[uuid::Uuid],
+    delivered: &[uuid::Uuid],
+) -> Vec<(usize, usize)> {
+    let mut rank = HashMap::new();
+    for (i, id) in by_partition.iter().enumerate() {
+        rank.entry(*id).or_insert(i);
+    }
+    let mut breaks = Vec::new();
+    let mut last: HashMap<usize, usize> = HashMap::new();
+    let mut seen = HashSet::new();
+    for id in delivered {
+        if !seen.insert(*id) {
+            continue;
+        }
+        let (Some(&seq), Some(&r)) = (sent.get(id), rank.get(id)) else {
+            continue;
+        };
+        let key = seq % KEYS;
+        if let Some(&prev) = last.get(&key) {
+            if prev > r && breaks.len() < 20 {
+                breaks.push((key, seq));
+            }
+        }
+        last.insert(key, r.max(last.get(&key).copied().unwrap_or(0)));
+    }
+    breaks
+}
+
+/// N events through the fault proxy to a real Kafka-protocol broker (tansu, advertising
+/// the proxy's address, so that every connection of every client goes through the proxy):
+/// the producer, then the consumer, while the proxy cuts connections mid-request, holds
+/// replies then cuts, delays, slows the link and refuses connections, on a schedule drawn
+/// from the printed seed. Counted from outside, on a clean link afterwards: the topic
+/// holds every event once, with its original id, in order per key (an idempotent producer
+/// on a broker that checks sequence numbers); `shutdown` said Ok only because all were
+/// there; the consumer's receivers saw every event, in the topic's order per key (a
+/// redelivery is what at-least-once allows and is printed), nothing was dead-lettered and
+/// the group's committed offsets reach the end of every partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_through_a_proxy_to_a_real_broker_loses_doubles_and_reorders_nothing() {
+    use openedx_events::consumer::kafka::{KafkaConsumer, KafkaConsumerOptions};
+    use openedx_events::producer::kafka::KafkaProducer;
+    redis_support::init_tracing();
+    let seed = proxy_support::seed("kafka through a proxy");
+    let mut rng = Rng::new(seed);
+    let broker_port = tansu_support::free_port();
+    let proxy = FaultProxy::start(&format!("127.0.0.1:{broker_port}")).await;
+    let broker = tansu_support::Tansu::start(broker_port, Some(proxy.addr()));
+    let bootstrap = proxy.addr().to_string();
+    let registry = registry_support::RegistryHandle::start();
+    let prefix = kafka_support::unique("proxied");
+    let topic = format!("{prefix}-xblock");
+    let dead_letter = format!("{topic}-dead-letter");
+    let partitions = 3;
+    create_topics(&bootstrap, &[(&topic, partitions), (&dead_letter, 1)]).await;
+    let settings = openedx_events::Settings::new()
+        .with("EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS", &bootstrap)
+        .with("EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL", registry.url())
+        .with("EVENT_BUS_TOPIC_PREFIX", &prefix)
+        .with("EVENTS_SERVICE_NAME", "fault-test")
+        .with("EVENT_BUS_KAFKA_CONSUMER_CONFIG_SESSION_TIMEOUT_MS", "10000")
+        .with("EVENT_BUS_KAFKA_CONSUMER_CONFIG_HEARTBEAT_INTERVAL_MS", "1000")
+        .with("EVENT_BUS_KAFKA_CONFIG_RECONNECT_BACKOFF_MAX_MS", "500");
+
+    // Produce under faults.
+    let n = 2000usize;
+    let producer = Arc::new(KafkaProducer::from_settings(&settings).unwrap());
+    let mut sent: HashMap<uuid::Uuid, usize> = HashMap::new();
+    let mut records = Vec::new();
+    for seq in 0..n {
+        let data = xblock(seq);
+        let r = kafka_support::usage_key_record(&topic, &data.xblock_info.usage_key, data.clone());
+        sent.insert(r.metadata.id, seq);
+        records.push((r, rng.chance(5)));
+    }
+    let (done, faults) = run_faults(proxy, seed, 60_000);
+    let refused = {
+        let producer = producer.clone();
+        tokio::spawn(async move {
+            let mut refused = Vec::new();
+            for (r, pause) in records {
+                let id = r.metadata.id;
+                if let Err(e) = producer.produce(r) {
+                    refused.push(format!("{id}: {e}"));
+                }
+                if pause {
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                }
+            }
+            refused
+        })
+        .await
+        .unwrap()
+    };
+    // Keep the faults on while the last batches are in flight.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    done.send(true).unwrap();
+    let proxy = faults.await.unwrap();
+    let shutdown = producer.shutdown(Duration::from_secs(60)).await;
+    let mut history = vec![proxy.history()];
+
+    let written = {
+        let reader: rdkafka::consumer::BaseConsumer = rdkafka::config::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", kafka_support::unique("reader"))
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        read_topic(&reader, &topic, partitions, n)
+    };
+    let in_topic: Vec<uuid::Uuid> = written.iter().map(|(_, id)| *id).collect();
+    let mut by_partition: Vec<uuid::Uuid> = Vec::new();
+    for p in 0..partitions {
+        by_partition.extend(written.iter().filter(|(part, _)| *part == p).map(|(_, id)| *id));
+    }
+    let produced = judge(&sent, &by_partition);
+
+    // Consume under faults.
+    let deliveries: Arc<Mutex<Vec<uuid::Uuid>>> = Arc::default();
+    {
+        let sent = sent.clone();
+        let deliveries = deliveries.clone();
+        XBlockPublished::signal().connect(move |env: &openedx_events::Envelope<XBlockPublished>| {
+            if sent.contains_key(&env.metadata.id) {
+                deliveries.lock().unwrap().push(env.metadata.id);
+            }
+        });
+    }
+    let group = kafka_support::unique("g");
+    let consumer = KafkaConsumer::new(&settings, "xblock", &group, KafkaConsumerOptions::default()).unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let consuming = tokio::spawn(consumer.run(async move {
+        let _ = stop_rx.await;
+    }));
+    let distinct = |d: &Mutex<Vec<uuid::Uuid>>| d.lock().unwrap().iter().collect::<HashSet<_>>().len();
+    let want = in_topic.iter().collect::<HashSet<_>>().len();
+    let (done, faults) = run_faults(proxy, seed ^ 0xc0de, 60_000);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while distinct(&deliveries) < want && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A little longer under faults: commits and redeliveries of the last messages.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    done.send(true).unwrap();
+    let proxy = faults.await.unwrap();
+    history.push(proxy.history());
+    // On the clean link: the last commits go through before the stop.
+    let settle = Instant::now() + Duration::from_secs(20);
+    while (distinct(&deliveries) < want || committed_sum(&bootstrap, &group, &topic, partitions) < want as i64)
+        && Instant::now() < settle
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = stop_tx.send(());
+    let consumed = tokio::time::timeout(Duration::from_secs(30), consuming)
+        .await
+        .expect("the consumer did not stop within 30 s of its shutdown")
+        .expect("the consumer task panicked");
+    let committed = committed_sum(&bootstrap, &group, &topic, partitions);
+    let dead = {
+        let reader: rdkafka::consumer::BaseConsumer = rdkafka::config::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", kafka_support::unique("reader"))
+            .create()
+            .unwrap();
+        read_topic(&reader, &dead_letter, 1, 0).len()
+    };
+    let delivered = deliveries.lock().unwrap().clone();
+    let received = judge(&sent, &delivered);
+    let consumer_order_breaks = order_breaks(&sent, &by_partition, &delivered);
+    let report = format!(
+        "seed {seed} (replay with OEV_FAULT_SEED={seed})\nproducer shutdown {shutdown:?}, refused {}\n\
+         topic holds {} messages for {n} events: missing {}, doubled {}, out of order {:?}, unknown {}\n\
+         consumer {consumed:?}: {} deliveries, missing {}, redelivered {}, out of order against the \
+         topic (key, seq) {consumer_order_breaks:?}\ncommitted {committed} of {}; dead-lettered {dead}\n\
+         producer faults:\n  {}\nconsumer faults:\n  {}\ntansu log (tail):\n{}",
+        short(&refused),
+        in_topic.len(),
+        short(&produced.missing),
+        short(&produced.doubled),
+        produced.out_of_order,
+        produced.unknown,
+        delivered.len(),
+        short(&received.missing),
+        received.doubled.len(),
+        in_topic.len(),
+        history[0],
+        history[1],
+        broker.log_text()
+    );
+    eprintln!("{report}");
+    assert!(
+        refused.is_empty()
+            && shutdown.is_ok()
+            && produced.missing.is_empty()
+            && produced.doubled.is_empty()
+            && produced.out_of_order.is_empty()
+            && produced.unknown == 0
+            && in_topic.len() == n
+            && consumed.is_ok()
+            && received.missing.is_empty()
+            && consumer_order_breaks.is_empty()
+            && committed == n as i64
             && dead == 0,
         "{report}"
     );
