@@ -16,7 +16,7 @@ use indexmap::IndexMap;
 use serde_json::Value;
 
 use crate::event::{registry, ErasedKey, EventDescriptor};
-use crate::key::KeyPathError;
+use crate::event_key::KeyPathError;
 
 /// The settings of one (event type, topic) pair. A field left `None` is not set
 /// (an override that sets only `enabled` keeps the base's key path).

@@ -41,7 +41,7 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! use openedx_events::consumer::kafka::{KafkaConsumer, KafkaConsumerOptions};
+//! use openedx_events::kafka::{KafkaConsumer, KafkaConsumerOptions};
 //! let settings = openedx_events::Settings::from_env();
 //! let consumer = KafkaConsumer::new(&settings, "content-authoring-xblock-lifecycle", "my-group",
 //!     KafkaConsumerOptions::default())?;
@@ -63,11 +63,12 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::{parse_metadata, ConsumerOptions, DispatchError, ErrorBudget, RawMetadata, TooManyErrors};
+use super::registry::{parse_frame, RegistryError, SchemaRegistryClient};
+use super::{client_config, forward_log};
+use crate::consume::{parse_metadata, ConsumerOptions, DispatchError, ErrorBudget, RawMetadata, TooManyErrors};
 use crate::config::full_topic;
 use crate::event::registry;
-use crate::producer::kafka::client_config;
-use crate::schema_registry::{parse_frame, RegistryError, SchemaRegistryClient};
+use crate::retry::Backoff;
 use crate::settings::Settings;
 
 /// Where a consumer starts reading, instead of the group's committed offsets.
@@ -176,7 +177,7 @@ impl ReplayContext {
 
 impl ClientContext for ReplayContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        crate::producer::kafka::forward_log(level, fac, message);
+        forward_log(level, fac, message);
     }
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::error!(topic = %self.topic, error = %error, reason, "librdkafka error");
@@ -530,11 +531,12 @@ impl KafkaConsumer {
         stats: &mut KafkaConsumerStats,
     ) -> Result<Handled, KafkaConsumerError> {
         let mut attempt = 0u32;
-        let mut outage_delay = REGISTRY_OUTAGE_FIRST_DELAY;
+        let mut outage = Backoff::new(REGISTRY_OUTAGE_FIRST_DELAY, REGISTRY_OUTAGE_MAX_DELAY);
         let error = loop {
             match self.deliver(message).await {
                 Ok(()) => return Ok(Handled::Ok),
                 Err(e) if e.is_registry_unavailable() => {
+                    let delay = outage.next_delay();
                     // Not the message's fault: hold it, and its partition behind it, until the
                     // registry answers (dead-lettering it would let the later messages of its
                     // key overtake it). Shutdown interrupts the wait; the offset is not stored.
@@ -544,12 +546,11 @@ impl KafkaConsumer {
                         offset = message.offset(),
                         event_type = %header_str(message, "ce_type"),
                         event_id = %header_str(message, "ce_id"),
-                        retry_in_ms = outage_delay.as_millis() as u64,
+                        retry_in_ms = delay.as_millis() as u64,
                         error = %bounded_reason(&e.to_string()),
                         "schema registry unavailable; holding the message until it answers"
                     );
-                    tokio::time::sleep(outage_delay).await;
-                    outage_delay = (outage_delay * 2).min(REGISTRY_OUTAGE_MAX_DELAY);
+                    tokio::time::sleep(delay).await;
                 }
                 Err(e) if e.is_permanent() || attempt >= self.options.common.max_retries => break e,
                 Err(e) => {

@@ -48,10 +48,12 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer as _, ProducerConte
 use rdkafka::ClientContext;
 use serde_json::Value;
 
-use super::{KeyFieldInfo, ProduceError, Producer, ProducerRecord, RouteInfo};
-use crate::key::EventKey;
+use super::registry::{self, RegistryError, SchemaRegistryClient};
+use super::{client_config, forward_log};
+use crate::produce::{KeyFieldInfo, ProduceError, Producer, ProducerRecord, RouteInfo};
+use crate::event_key::EventKey;
 use crate::metadata::EventMetadata;
-use crate::schema_registry::{self, RegistryError, SchemaRegistryClient};
+use crate::retry::Backoff;
 use crate::settings::Settings;
 
 const BACKEND: &str = "kafka";
@@ -61,45 +63,6 @@ const DEFAULT_RETRY_FAILED_AFTER: Duration = Duration::from_secs(30);
 
 /// How long a sender waiting for room in a full queue sleeps between tries.
 const QUEUE_FULL_STEP: Duration = Duration::from_micros(500);
-
-/// Builds a librdkafka configuration from the bus settings, as edx-event-bus-kafka
-/// does (bootstrap servers, SASL_SSL + PLAIN when an API key and secret are set,
-/// client id = service name), then applies `EVENT_BUS_KAFKA_CONFIG_<NAME>` and
-/// `EVENT_BUS_KAFKA_<ROLE>_CONFIG_<NAME>` pass-through properties (`role` is
-/// `PRODUCER` or `CONSUMER`). `<NAME>` is the property with `.` written `_`, any case.
-pub fn client_config(settings: &Settings, role: &str) -> Result<ClientConfig, String> {
-    let bootstrap = settings
-        .get("EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS")
-        .ok_or("EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS is not set")?;
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", bootstrap);
-    if let (Some(key), Some(secret)) = (
-        settings.get("EVENT_BUS_KAFKA_API_KEY"),
-        settings.get("EVENT_BUS_KAFKA_API_SECRET"),
-    ) {
-        config
-            .set("sasl.mechanism", "PLAIN")
-            .set("security.protocol", "SASL_SSL")
-            .set("sasl.username", key)
-            .set("sasl.password", secret);
-    }
-    if let Some(service) = settings.service_name() {
-        config.set("client.id", service);
-    }
-    let general = "EVENT_BUS_KAFKA_CONFIG_";
-    let specific = format!("EVENT_BUS_KAFKA_{role}_CONFIG_");
-    for prefix in [general, specific.as_str()] {
-        for (name, value) in settings.iter() {
-            if let Some(property) = name.strip_prefix(prefix) {
-                if property.is_empty() {
-                    continue;
-                }
-                config.set(property.to_ascii_lowercase().replace('_', "."), value);
-            }
-        }
-    }
-    Ok(config)
-}
 
 /// What `produce` does when librdkafka's local queue is full
 /// (`queue.buffering.max.messages` / `.kbytes` reached).
@@ -308,18 +271,6 @@ impl ClientContext for DeliveryContext {
     }
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::error!(error = %error, reason, "librdkafka error");
-    }
-}
-
-/// Sends librdkafka's log lines to `tracing` (target `librdkafka`).
-pub(crate) fn forward_log(level: RDKafkaLogLevel, fac: &str, message: &str) {
-    match level {
-        RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
-            tracing::error!(target: "librdkafka", fac, "{message}")
-        }
-        RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", fac, "{message}"),
-        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => tracing::info!(target: "librdkafka", fac, "{message}"),
-        RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", fac, "{message}"),
     }
 }
 
@@ -547,7 +498,7 @@ impl KafkaProducer {
     /// made compatible, credentials fixed). 30 s by default.
     ///
     /// ```no_run
-    /// # fn example(producer: openedx_events::producer::kafka::KafkaProducer) {
+    /// # fn example(producer: openedx_events::kafka::KafkaProducer) {
     /// producer.set_registration_retry_after(std::time::Duration::from_secs(5));
     /// # }
     /// ```
@@ -695,8 +646,8 @@ impl KafkaProducer {
     /// returned future waits; the event goes out with the others, in order.
     ///
     /// ```no_run
-    /// # async fn example(producer: openedx_events::producer::kafka::KafkaProducer,
-    /// #                  record: openedx_events::producer::ProducerRecord) {
+    /// # async fn example(producer: openedx_events::kafka::KafkaProducer,
+    /// #                  record: openedx_events::produce::ProducerRecord) {
     /// let at = producer.produce_and_confirm(record).await.expect("delivered");
     /// println!("partition {} offset {}", at.partition, at.offset);
     /// # }
@@ -894,10 +845,10 @@ fn route_schemas(route: &RouteState) -> Result<RouteSchemas, String> {
     let schema_json = descriptor.ops().schema().json();
     let key = route.key_field.map(|k| {
         let text = key_schema_text(schema_json, k);
-        (schema_registry::key_subject(&route.topic, k.avro_type), text)
+        (registry::key_subject(&route.topic, k.avro_type), text)
     });
     Ok(RouteSchemas {
-        value_subject: schema_registry::value_subject(&route.topic, route.event_type),
+        value_subject: registry::value_subject(&route.topic, route.event_type),
         value_schema: descriptor.ops().schema().registry_text().to_owned(),
         key,
     })
@@ -941,7 +892,7 @@ fn put_long(n: i64, out: &mut Vec<u8>) {
 
 /// Writes a key as a framed Avro primitive (the key schema is a primitive field entry).
 fn encode_key(key: &EventKey, id: u32, out: &mut Vec<u8>) {
-    out.extend_from_slice(&schema_registry::frame_header(id));
+    out.extend_from_slice(&registry::frame_header(id));
     match key {
         EventKey::String(s) => {
             put_long(s.len() as i64, out);
@@ -1042,7 +993,7 @@ impl Inner {
             let (key_buf, value_buf) = &mut *guard;
             key_buf.clear();
             value_buf.clear();
-            value_buf.extend_from_slice(&schema_registry::frame_header(ids.value_id));
+            value_buf.extend_from_slice(&registry::frame_header(ids.value_id));
             if let Err(e) = record.data.encode_avro(value_buf) {
                 count(&self.counters.rejected);
                 return Err(ProduceError::Encode(e));
@@ -1129,25 +1080,25 @@ fn registrar_thread(
 }
 
 async fn register_route(inner: std::sync::Weak<Inner>, registry: Arc<SchemaRegistryClient>, route: Arc<RouteState>) {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     let outcome = loop {
         match register_once(&registry, &route).await {
             Ok(ids) => break Ok(ids),
             Err(Attempt::Permanent(e)) => break Err(e),
             Err(Attempt::Retry(e)) => {
+                let delay = backoff.next_delay();
                 tracing::warn!(
                     event_type = route.event_type,
                     topic = &*route.topic,
                     error = %e,
-                    retry_in_ms = backoff.as_millis() as u64,
+                    retry_in_ms = delay.as_millis() as u64,
                     "schema registration failed; retrying"
                 );
                 match inner.upgrade() {
                     Some(i) if !i.closed.load(Ordering::Acquire) || i.counters.parked.load(Ordering::Acquire) > 0 => {}
                     _ => return,
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+                tokio::time::sleep(delay).await;
             }
         }
     };
@@ -1189,7 +1140,7 @@ async fn release_gate(inner: std::sync::Weak<Inner>, route: &RouteState) {
             return;
         }
     }
-    let mut backoff = Duration::from_millis(1);
+    let mut backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(100));
     let mut released = 0usize;
     loop {
         let Some(inner) = inner.upgrade() else {
@@ -1235,10 +1186,9 @@ async fn release_gate(inner: std::sync::Weak<Inner>, route: &RouteState) {
                 released,
                 "librdkafka's queue is full; releasing later"
             );
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(100));
+            tokio::time::sleep(backoff.next_delay()).await;
         } else {
-            backoff = Duration::from_millis(1);
+            backoff.reset();
         }
     }
 }

@@ -77,10 +77,9 @@ use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, Client, RedisError, Value};
 use tokio::sync::Notify;
 
-use super::{dispatch, parse_metadata, ConsumerOptions, DispatchError, ErrorBudget, RawMetadata, TooManyErrors};
-use crate::producer::redis::{
-    is_transient_server_error, open_client, stream_entries, Backoff, RedisConfigError, StreamEntry,
-};
+use crate::consume::{dispatch, parse_metadata, ConsumerOptions, DispatchError, ErrorBudget, TooManyErrors};
+use super::{is_transient_server_error, open_client, read_fields, stream_entries, RedisConfigError, StreamEntry};
+use crate::retry::Backoff;
 
 /// Where a new group starts reading, or where [`RedisConsumerOptions::reset_to`] moves it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1116,41 +1115,6 @@ return redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
     )
 });
 
-/// The metadata fields and `event_data` of a message.
-///
-/// A field we read given twice (which one did the producer mean?), or a metadata value
-/// that is not UTF-8, makes the message unreadable: the error names the field. Other
-/// fields are ignored.
-fn read_fields(fields: &[(Vec<u8>, Vec<u8>)]) -> Result<(RawMetadata, Option<&[u8]>), DispatchError> {
-    let mut raw = RawMetadata::default();
-    let mut data = None;
-    for (k, v) in fields {
-        let (name, slot) = match &k[..] {
-            b"event_data" => {
-                if data.replace(&v[..]).is_some() {
-                    return Err(DispatchError::BadMetadata("field `event_data` given twice".into()));
-                }
-                continue;
-            }
-            b"type" => ("type", &mut raw.event_type),
-            b"id" => ("id", &mut raw.id),
-            b"source" => ("source", &mut raw.source),
-            b"time" => ("time", &mut raw.time),
-            b"minorversion" => ("minorversion", &mut raw.minorversion),
-            b"sourcehost" => ("sourcehost", &mut raw.sourcehost),
-            b"sourcelib" => ("sourcelib", &mut raw.sourcelib),
-            _ => continue,
-        };
-        if slot.is_some() {
-            return Err(DispatchError::BadMetadata(format!("field `{name}` given twice")));
-        }
-        let text = String::from_utf8(v.clone())
-            .map_err(|_| DispatchError::BadMetadata(format!("field `{name}` is not UTF-8")))?;
-        *slot = Some(text);
-    }
-    Ok((raw, data))
-}
-
 /// Longest peer-supplied value (event type, id, error reason) in a log or a stored reason,
 /// in characters.
 const MAX_PEER_VALUE_CHARS: usize = 200;
@@ -1234,29 +1198,6 @@ mod tests {
             StartPosition::After("1700000000000-3".into())
         );
         assert_eq!(StartPosition::Beginning.as_arg(), "0");
-    }
-
-    #[test]
-    fn fields_are_read_by_name_and_bad_utf8_or_doubled_is_refused() {
-        let mut fields = vec![
-            (b"sourcelib".to_vec(), b"10.5.0".to_vec()),
-            (b"type".to_vec(), b"org.openedx.x.y.v1".to_vec()),
-            (b"event_data".to_vec(), vec![0, 1]),
-            (b"extra".to_vec(), b"ignored".to_vec()),
-            (b"extra".to_vec(), vec![0xff]),
-        ];
-        let (raw, data) = read_fields(&fields).unwrap();
-        assert_eq!(raw.event_type.as_deref(), Some("org.openedx.x.y.v1"));
-        assert_eq!(raw.sourcelib.as_deref(), Some("10.5.0"));
-        assert_eq!(raw.id, None);
-        assert_eq!(data, Some(&[0u8, 1][..]));
-        fields.push((b"id".to_vec(), vec![0xff]));
-        let e = read_fields(&fields).unwrap_err().to_string();
-        assert!(e.contains("field `id` is not UTF-8"), "{e}");
-        fields.pop();
-        fields.push((b"type".to_vec(), b"org.openedx.x.y.v1".to_vec()));
-        let e = read_fields(&fields).unwrap_err().to_string();
-        assert!(e.contains("field `type` given twice"), "{e}");
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub enum FramingError {
 /// Splits a framed key or value into its schema id and Avro body.
 ///
 /// ```
-/// use openedx_events::schema_registry::{frame_header, parse_frame};
+/// use openedx_events::kafka::registry::{frame_header, parse_frame};
 /// let mut bytes = frame_header(7).to_vec();
 /// bytes.push(42);
 /// assert_eq!(parse_frame(&bytes).unwrap(), (7, &[42u8][..]));

@@ -93,16 +93,13 @@ use futures::future::BoxFuture;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use super::{ProduceError, Producer, ProducerRecord};
+use super::{number, open_client, stream_entries, RedisConfigError, SETTING_TLS_CA_FILE, SETTING_URL};
+use crate::produce::{ProduceError, Producer, ProducerRecord};
+use crate::retry::Backoff;
 use crate::settings::Settings;
 
-/// Setting: the Redis URL (`redis://[user[:password]@]host[:port][/db]`, or `rediss://` for TLS).
-pub const SETTING_URL: &str = "EVENT_BUS_REDIS_CONNECTION_URL";
 /// Setting: approximate maximum length of each stream (`MAXLEN ~`); 0 disables trimming.
 pub const SETTING_STREAM_MAX_LEN: &str = "EVENT_BUS_REDIS_STREAM_MAX_LEN";
-/// Setting (this crate only): a PEM file of the certificate authorities to trust for
-/// `rediss://` instead of the built-in web roots (e.g. a private CA).
-pub const SETTING_TLS_CA_FILE: &str = "EVENT_BUS_REDIS_TLS_CA_FILE";
 /// Setting (this crate only): events the producer buffers before `produce` fails.
 pub const SETTING_BUFFER_CAPACITY: &str = "EVENT_BUS_REDIS_PRODUCER_BUFFER_CAPACITY";
 /// Setting (this crate only): milliseconds `produce` may wait for room, outside a tokio runtime.
@@ -173,51 +170,6 @@ impl std::fmt::Debug for RedisProducerConfig {
     }
 }
 
-/// A setting of the Redis backend that cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum RedisConfigError {
-    /// `EVENT_BUS_REDIS_CONNECTION_URL` is not set.
-    #[error("{SETTING_URL} is not set")]
-    MissingUrl,
-    /// A numeric setting is not a number.
-    #[error("{name}={value:?} is not a non-negative integer")]
-    NotANumber {
-        /// The setting.
-        name: &'static str,
-        /// Its value.
-        value: String,
-    },
-    /// The CA file cannot be read.
-    #[error("cannot read {SETTING_TLS_CA_FILE} {path}: {message}")]
-    CaFile {
-        /// The file.
-        path: String,
-        /// Why.
-        message: String,
-    },
-    /// The URL is not a Redis URL.
-    #[error("invalid Redis URL {url}: {message}")]
-    InvalidUrl {
-        /// The URL, password hidden.
-        url: String,
-        /// Why.
-        message: String,
-    },
-    /// The producer was created outside a tokio runtime.
-    #[error("the Redis producer must be started inside a tokio runtime")]
-    NoRuntime,
-}
-
-fn number(settings: &Settings, name: &'static str, default: u64) -> Result<u64, RedisConfigError> {
-    match settings.get(name) {
-        None => Ok(default),
-        Some(v) => v.trim().parse().map_err(|_| RedisConfigError::NotANumber {
-            name,
-            value: v.to_owned(),
-        }),
-    }
-}
-
 impl RedisProducerConfig {
     /// The defaults, for a URL.
     pub fn new(url: impl Into<String>) -> Self {
@@ -240,7 +192,7 @@ impl RedisProducerConfig {
     /// crate's `EVENT_BUS_REDIS_PRODUCER_*` settings.
     ///
     /// ```
-    /// use openedx_events::producer::redis::RedisProducerConfig;
+    /// use openedx_events::redis::RedisProducerConfig;
     /// use openedx_events::Settings;
     /// let s = Settings::new().with("EVENT_BUS_REDIS_CONNECTION_URL", "redis://127.0.0.1:6379/0");
     /// let c = RedisProducerConfig::from_settings(&s).unwrap();
@@ -260,66 +212,6 @@ impl RedisProducerConfig {
         c.batch_size = number(settings, SETTING_BATCH_SIZE, DEFAULT_BATCH_SIZE as u64)? as usize;
         c.tls_ca_file = settings.get(SETTING_TLS_CA_FILE).map(Into::into);
         Ok(c)
-    }
-}
-
-/// Opens a Redis client for a URL, making sure TLS (`rediss://`) has a crypto provider,
-/// trusting the authorities of `ca_file` when one is given.
-pub(crate) fn open_client(url: &str, ca_file: Option<&std::path::Path>) -> Result<Client, RedisConfigError> {
-    if url.starts_with("rediss://") && rustls::crypto::CryptoProvider::get_default().is_none() {
-        // Another part of the process may install one first: either is fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
-    let invalid = |e: RedisError| RedisConfigError::InvalidUrl {
-        url: crate::settings::redact_url(url),
-        message: e.to_string(),
-    };
-    match ca_file {
-        Some(path) if url.starts_with("rediss://") => {
-            let pem = std::fs::read(path).map_err(|e| RedisConfigError::CaFile {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?;
-            let certs = ::redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem),
-            };
-            Client::build_with_tls(url, certs).map_err(invalid)
-        }
-        _ => Client::open(url).map_err(invalid),
-    }
-}
-
-/// Whether a reply error is worth retrying (the server is busy, loading, read-only...).
-pub(crate) fn is_transient_server_error(code: &str) -> bool {
-    matches!(
-        code,
-        "LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "READONLY" | "OOM" | "CLUSTERDOWN" | "NOREPLICAS"
-    )
-}
-
-/// Exponential backoff between reconnection attempts.
-#[derive(Debug, Clone)]
-pub(crate) struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    pub(crate) fn new(min: Duration, max: Duration) -> Self {
-        Self { min, max, next: min }
-    }
-
-    /// The delay to wait now; the next one doubles.
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(self.max);
-        d
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.next = self.min;
     }
 }
 
@@ -526,62 +418,6 @@ impl RedisProducer {
         taken.saturating_sub(self.shared.completed_count.load(Ordering::Acquire))
     }
 
-    /// Builds the `XADD` command of a record (encodes the data).
-    ///
-    /// Fails when the data cannot be encoded, or when the metadata `time` is one a Python
-    /// consumer cannot read (a year outside 1..=9999 in UTC, a leap second):
-    /// [`ProduceError::Backend`], and [`Producer::produce`] refuses the record.
-    pub fn xadd_command(record: &ProducerRecord, stream_max_len: usize) -> Result<Cmd, ProduceError> {
-        thread_local! {
-            // Avro scratch space, reused by every event sent from this thread.
-            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
-        SCRATCH.with_borrow_mut(|data| {
-            data.clear();
-            record.data.encode_avro(data)?;
-            let m = &record.metadata;
-            let mut cmd = Cmd::with_capacity(
-                22,
-                record.topic.len() + data.len() + m.source.len() + m.sourcehost.len() + 200,
-            );
-            cmd.arg("XADD").arg(&*record.topic);
-            if stream_max_len > 0 {
-                cmd.arg("MAXLEN").arg("~").arg(stream_max_len);
-            }
-            let mut id = uuid::Uuid::encode_buffer();
-            let mut time = [0; crate::time::ISO_LEN];
-            cmd.arg("*")
-                .arg("type")
-                .arg(m.event_type)
-                .arg("id")
-                .arg(&*m.id.hyphenated().encode_lower(&mut id))
-                .arg("source")
-                .arg(&*m.source)
-                .arg("time");
-            // A time Python's `datetime` cannot hold (year outside 1..=9999 in UTC, a leap
-            // second) would be written as `+10000-...` or second 60, which no Python
-            // consumer reads: refused (the value is not quoted: no event data in errors).
-            let Some(t) = crate::time::format_into(&m.time, &mut time) else {
-                let problem = crate::time::check_python(&m.time)
-                    .err()
-                    .map_or_else(|| "not writable as ISO-8601".to_owned(), |p| p.to_string());
-                return Err(ProduceError::Backend {
-                    backend: "redis",
-                    message: format!("event metadata `time` refused: {problem}"),
-                });
-            };
-            cmd.arg(t);
-            cmd.arg("minorversion")
-                .arg(m.minorversion)
-                .arg("sourcehost")
-                .arg(&*m.sourcehost)
-                .arg("sourcelib");
-            cmd.write_arg_fmt(&m.sourcelib);
-            cmd.arg("event_data").arg(&data[..]);
-            Ok(cmd)
-        })
-    }
-
     /// Takes one buffer slot, by the policy of the module documentation.
     fn acquire_slot(&self) -> Result<(), ProduceError> {
         if let Ok(permit) = self.shared.slots.try_acquire() {
@@ -665,7 +501,7 @@ impl Producer for RedisProducer {
         if self.closed.load(Ordering::SeqCst) {
             return Err(ProduceError::Closed);
         }
-        let cmd = Self::xadd_command(&record, self.config.stream_max_len)?;
+        let cmd = super::xadd_command(&record, self.config.stream_max_len)?;
         if let Err(e) = self.acquire_slot() {
             self.shared.counters.rejected.fetch_add(1, Ordering::Relaxed);
             return Err(e);
@@ -1382,80 +1218,6 @@ fn entry_ms(id: &str) -> Option<u64> {
     id.split_once('-').map_or(id, |(ms, _)| ms).parse().ok()
 }
 
-/// One stream entry as Redis returns it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct StreamEntry {
-    /// The entry id, `ms-seq`.
-    pub id: String,
-    /// The fields in order; empty when the entry no longer exists (a pending id whose
-    /// entry was trimmed or deleted).
-    pub fields: Vec<(Vec<u8>, Vec<u8>)>,
-    /// Whether the entry was deleted (Redis returned a nil body).
-    pub deleted: bool,
-}
-
-fn bytes_of(v: Value) -> Option<Vec<u8>> {
-    match v {
-        Value::BulkString(b) => Some(b),
-        Value::SimpleString(s) => Some(s.into_bytes()),
-        Value::Okay => Some(b"OK".to_vec()),
-        Value::Int(i) => Some(i.to_string().into_bytes()),
-        _ => None,
-    }
-}
-
-/// Reads a list of entries (`[[id, [k, v, ...]], ...]`), skipping anything malformed.
-pub(crate) fn stream_entries(v: Value) -> Vec<StreamEntry> {
-    let Value::Array(items) = v else {
-        return Vec::new();
-    };
-    let mut out = Vec::with_capacity(items.len());
-    for item in items {
-        let Value::Array(mut pair) = item else { continue };
-        if pair.len() != 2 {
-            continue;
-        }
-        let body = pair.pop();
-        let Some(id) = pair.pop().and_then(bytes_of).and_then(|b| String::from_utf8(b).ok()) else {
-            continue;
-        };
-        match body {
-            Some(Value::Array(kv)) => {
-                let mut fields = Vec::with_capacity(kv.len() / 2);
-                let mut it = kv.into_iter();
-                while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                    if let (Some(k), Some(v)) = (bytes_of(k), bytes_of(v)) {
-                        fields.push((k, v));
-                    }
-                }
-                out.push(StreamEntry {
-                    id,
-                    fields,
-                    deleted: false,
-                });
-            }
-            Some(Value::Map(kv)) => {
-                let fields = kv
-                    .into_iter()
-                    .filter_map(|(k, v)| Some((bytes_of(k)?, bytes_of(v)?)))
-                    .collect();
-                out.push(StreamEntry {
-                    id,
-                    fields,
-                    deleted: false,
-                });
-            }
-            Some(Value::Nil) | None => out.push(StreamEntry {
-                id,
-                fields: Vec::new(),
-                deleted: true,
-            }),
-            Some(_) => {}
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1506,35 +1268,5 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn backoff_doubles_to_max() {
-        let mut b = Backoff::new(Duration::from_millis(10), Duration::from_millis(35));
-        assert_eq!(b.next_delay(), Duration::from_millis(10));
-        assert_eq!(b.next_delay(), Duration::from_millis(20));
-        assert_eq!(b.next_delay(), Duration::from_millis(35));
-        b.reset();
-        assert_eq!(b.next_delay(), Duration::from_millis(10));
-    }
 
-    #[test]
-    fn entries_parse_and_skip_garbage() {
-        let v = Value::Array(vec![
-            Value::Array(vec![
-                Value::BulkString(b"1-0".to_vec()),
-                Value::Array(vec![
-                    Value::BulkString(b"type".to_vec()),
-                    Value::BulkString(b"t".to_vec()),
-                    Value::BulkString(b"dangling".to_vec()),
-                ]),
-            ]),
-            Value::Array(vec![Value::BulkString(b"2-0".to_vec()), Value::Nil]),
-            Value::Int(3),
-        ]);
-        let e = stream_entries(v);
-        assert_eq!(e.len(), 2);
-        assert_eq!(e[0].fields, vec![(b"type".to_vec(), b"t".to_vec())]);
-        assert!(e[1].deleted);
-        assert!(is_transient_server_error("LOADING"));
-        assert!(!is_transient_server_error("WRONGTYPE"));
-    }
 }
