@@ -24,9 +24,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use openedx_events::catalog::content_authoring::*;
+use openedx_events::produce::{Producer, ProducerRecord};
 use openedx_events::redis::{RedisConsumer, RedisConsumerOptions, StartPosition};
 use openedx_events::redis::{RedisProducer, RedisProducerConfig};
-use openedx_events::produce::{Producer, ProducerRecord};
 use openedx_events::{EventMetadata, OpenEdxEvent};
 use proxy_support::{FaultProxy, Rng};
 use redis_support::{unique, url, Cleanup};
@@ -1539,8 +1539,8 @@ async fn kafka_schedule(
 /// are to be asserted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_producer_and_consumer_through_broker_faults_lose_double_and_reorder_nothing() {
-    use openedx_events::kafka::{KafkaConsumer, KafkaConsumerOptions};
     use openedx_events::kafka::KafkaProducer;
+    use openedx_events::kafka::{KafkaConsumer, KafkaConsumerOptions};
     redis_support::init_tracing();
     let seed = proxy_support::seed("kafka");
     let mut rng = Rng::new(seed);

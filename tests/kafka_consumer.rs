@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use kafka_support::{headers, unique, KafkaEnv};
 use openedx_events::catalog::content_authoring::*;
-use openedx_events::kafka::{KafkaConsumer, KafkaConsumerError, KafkaConsumerOptions, Replay};
 use openedx_events::consume::ConsumerOptions;
-use openedx_events::keys::UsageKey;
 use openedx_events::kafka::KafkaProducer;
+use openedx_events::kafka::{KafkaConsumer, KafkaConsumerError, KafkaConsumerOptions, Replay};
+use openedx_events::keys::UsageKey;
 use openedx_events::produce::Producer;
 use openedx_events::{EventMetadata, OpenEdxEvent, Settings};
 use rdkafka::config::ClientConfig;

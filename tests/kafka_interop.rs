@@ -28,9 +28,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kafka_support::{unique, KafkaEnv};
-use openedx_events::kafka::{KafkaConsumer, KafkaConsumerOptions};
 use openedx_events::event::AnyEvent;
 use openedx_events::kafka::KafkaProducer;
+use openedx_events::kafka::{KafkaConsumer, KafkaConsumerOptions};
 use openedx_events::produce::{KeyFieldInfo, Producer, ProducerRecord};
 use openedx_events::{registry, EventKey, EventMetadata, Settings};
 use python_support::{interop_events, json_lines, metadata_json, python, python_dir};

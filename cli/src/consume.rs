@@ -236,7 +236,9 @@ async fn consume_redis<S>(
 where
     S: std::future::Future<Output = ()> + Send + 'static,
 {
-    use openedx_events::redis::{ConsumeError, RedisConsumer, RedisConsumerOptions, RedisProducerConfig, StartPosition};
+    use openedx_events::redis::{
+        ConsumeError, RedisConsumer, RedisConsumerOptions, RedisProducerConfig, StartPosition,
+    };
     let config = RedisProducerConfig::from_settings(settings).map_err(|e| CliError::bad_input(e.to_string()))?;
     let position = match from {
         From::Group => None,

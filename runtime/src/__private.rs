@@ -63,4 +63,3 @@ impl<T: EventDataInfo> Navigate for Option<T> {
 pub fn nav<T: Navigate>(value: &T) -> Option<&T::Record> {
     value.navigate()
 }
-

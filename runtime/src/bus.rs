@@ -10,9 +10,9 @@ use crate::config::{full_topic, ConfigErrors, ProducerConfig, Route, TopicSettin
 use crate::event::{registry, AnyEvent, DuplicateEventType, ErasedKey, EventOps, OpenEdxEvent};
 use crate::event_key::EventKey;
 use crate::memory::MemoryProducer;
+use crate::metadata::EventMetadata;
 use crate::produce::{KeyFieldInfo, NoProducer, Producer, ProducerRecord};
 use crate::settings::{NonUnicodeSetting, ProducerKind, Settings, UnknownProducer};
-use crate::metadata::EventMetadata;
 use crate::signal::ReceiverId;
 
 /// The producer configuration declared with `producer_config!`, checked at build time.

@@ -693,10 +693,7 @@ macro_rules! string_field {
             fn avro_schema(_: &mut $crate::data::SchemaContext) -> ::serde_json::Value {
                 ::serde_json::Value::String("string".to_owned())
             }
-            fn serialize_field<S: ::serde::Serializer>(
-                &self,
-                serializer: S,
-            ) -> ::std::result::Result<S::Ok, S::Error> {
+            fn serialize_field<S: ::serde::Serializer>(&self, serializer: S) -> ::std::result::Result<S::Ok, S::Error> {
                 serializer.serialize_str(self.as_str())
             }
             fn deserialize_field<'de, D: ::serde::Deserializer<'de>>(

@@ -61,7 +61,7 @@ pub mod metadata;
 pub mod produce;
 #[cfg(feature = "redis")]
 pub mod redis;
-pub mod retry;
+mod retry;
 pub mod settings;
 pub mod signal;
 pub mod time;

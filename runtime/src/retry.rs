@@ -4,27 +4,30 @@
 
 use std::time::Duration;
 
-/// Exponential backoff between reconnection attempts.
+/// Exponential backoff: each delay doubles the last, up to a maximum; [`Backoff::reset`]
+/// starts again from the minimum (after a success).
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     min: Duration,
     max: Duration,
     next: Duration,
 }
 
 impl Backoff {
-    pub fn new(min: Duration, max: Duration) -> Self {
+    /// Starts at `min`, doubling up to `max`.
+    pub(crate) fn new(min: Duration, max: Duration) -> Self {
         Self { min, max, next: min }
     }
 
     /// The delay to wait now; the next one doubles.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let d = self.next;
         self.next = (self.next * 2).min(self.max);
         d
     }
 
-    pub fn reset(&mut self) {
+    /// The next delay is `min` again.
+    pub(crate) fn reset(&mut self) {
         self.next = self.min;
     }
 }

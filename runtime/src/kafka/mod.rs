@@ -74,3 +74,31 @@ fn forward_log(level: RDKafkaLogLevel, fac: &str, message: &str) {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pass_through_properties() {
+        let s = Settings::new()
+            .with("EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS", "h:9092")
+            .with("EVENT_BUS_KAFKA_API_KEY", "k")
+            .with("EVENT_BUS_KAFKA_API_SECRET", "s")
+            .with("EVENTS_SERVICE_NAME", "cms")
+            .with("EVENT_BUS_KAFKA_CONFIG_LINGER_MS", "7")
+            .with("EVENT_BUS_KAFKA_CONFIG_compression.type", "lz4")
+            .with("EVENT_BUS_KAFKA_PRODUCER_CONFIG_ACKS", "1")
+            .with("EVENT_BUS_KAFKA_CONSUMER_CONFIG_FETCH_MIN_BYTES", "9");
+        let c = client_config(&s, "PRODUCER").unwrap();
+        assert_eq!(c.get("bootstrap.servers"), Some("h:9092"));
+        assert_eq!(c.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(c.get("sasl.mechanism"), Some("PLAIN"));
+        assert_eq!(c.get("sasl.username"), Some("k"));
+        assert_eq!(c.get("client.id"), Some("cms"));
+        assert_eq!(c.get("linger.ms"), Some("7"));
+        assert_eq!(c.get("compression.type"), Some("lz4"));
+        assert_eq!(c.get("acks"), Some("1"));
+        assert_eq!(c.get("fetch.min.bytes"), None);
+        assert!(client_config(&Settings::new(), "PRODUCER").is_err());
+    }
+}
