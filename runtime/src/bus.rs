@@ -2,18 +2,20 @@
 //! signal; on each send, the handler produces the event once per enabled topic.
 
 use std::any::Any;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{full_topic, ConfigErrors, ProducerConfig, Route, TopicSettings};
-use crate::event::{registry, AnyEvent, DuplicateEventType, ErasedKey, EventOps, OpenEdxEvent};
+use crate::event::{registry, DuplicateEventType, ErasedKey, EventOps, OpenEdxEvent};
 use crate::event_key::EventKey;
 use crate::memory::MemoryProducer;
-use crate::metadata::EventMetadata;
-use crate::produce::{KeyFieldInfo, NoProducer, Producer, ProducerRecord};
+use crate::produce::{KeyFieldInfo, NoProducer, Producer};
 use crate::settings::{NonUnicodeSetting, ProducerKind, Settings, UnknownProducer};
 use crate::signal::ReceiverId;
+
+mod handler;
+
+use self::handler::{connect_handler, HandlerRoute};
 
 /// The producer configuration declared with `producer_config!`, checked at build time.
 #[derive(Debug, Clone, Default)]
@@ -131,74 +133,6 @@ pub enum StartError {
         /// Why.
         message: String,
     },
-}
-
-/// One route as the handler uses it.
-#[derive(Debug, Clone)]
-struct HandlerRoute {
-    topic: Arc<str>,
-    key: Option<ErasedKey>,
-}
-
-/// Connects the generic handler of one event type to its signal.
-fn connect_handler(ops: &'static dyn EventOps, routes: Arc<[HandlerRoute]>, producer: Arc<dyn Producer>) -> ReceiverId {
-    let event_type = ops.event_type();
-    ops.connect_shared(Arc::new(move |metadata, data, from_event_bus| {
-        handle(event_type, metadata, data, from_event_bus, &routes, &*producer)
-    }))
-}
-
-fn handle(
-    event_type: &'static str,
-    metadata: &EventMetadata,
-    data: Arc<dyn AnyEvent>,
-    from_event_bus: bool,
-    routes: &[HandlerRoute],
-    producer: &dyn Producer,
-) {
-    if from_event_bus {
-        // Consumed from the bus: producing it again would loop.
-        return;
-    }
-    if let Err(problem) = crate::time::check_python(&metadata.time) {
-        // Metadata built by hand (`Signal::dispatch`): a Python consumer could not read
-        // its `time`, so it is not written anywhere.
-        tracing::error!(
-            event_type,
-            event_id = %metadata.id,
-            error = %problem,
-            "event not produced: its metadata time cannot be written"
-        );
-        return;
-    }
-    for route in routes {
-        let key = route.key.as_ref().and_then(|k| (k.accessor)(data.as_any()));
-        let record = ProducerRecord {
-            topic: route.topic.clone(),
-            key,
-            key_field: route.key.as_ref().map(|k| KeyFieldInfo {
-                name: k.field_name,
-                avro_type: k.avro_type,
-            }),
-            metadata: metadata.clone(),
-            data: data.clone(),
-        };
-        let result = catch_unwind(AssertUnwindSafe(|| producer.produce(record)));
-        let error = match result {
-            Ok(Ok(())) => continue,
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "the producer panicked".to_owned(),
-        };
-        // Never log the event data: it can hold PII.
-        tracing::error!(
-            event_type,
-            topic = &*route.topic,
-            event_id = %metadata.id,
-            producer = producer.name(),
-            error,
-            "failed to produce event"
-        );
-    }
 }
 
 /// Builds an [`EventBus`].

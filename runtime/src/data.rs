@@ -5,6 +5,11 @@
 //! The implementations here cover the primitive types, `Option`, `Vec`, string-keyed
 //! maps, date-times, UUIDs and the opaque keys of [`crate::keys`]; structs get theirs
 //! from `#[derive(EventData)]`.
+//!
+//! Why one file of ~940 lines (and its tests): every field type implements the same
+//! [`EventField`] contract (Avro shape, wire form, key-path step) side by side, and the
+//! derive's generated code calls the generic helpers next to them; split by type, the
+//! implementations that must agree would sit apart.
 
 use std::any::TypeId;
 use std::collections::hash_map::Entry;

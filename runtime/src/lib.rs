@@ -6,6 +6,16 @@
 //! as Open edX's ADR 12 decided, wire-compatible with the Python stack
 //! (openedx-events, edx-event-bus-kafka, edx-event-bus-redis).
 //!
+//! The modules, each importing only those listed before it:
+//! - the core: [`event`] (the event trait, its [`registry`] of type strings), [`signal`],
+//!   [`data`], [`metadata`], [`event_key`], [`keys`], [`time`], [`settings`]; [`avro`];
+//!   [`catalog`] (the Open edX events).
+//! - [`produce`]: the [`Producer`](produce::Producer) trait every backend implements;
+//!   [`consume`]: what every consumer shares.
+//! - the backends: [`memory`] (the default), `redis` and `kafka` (features of the same names).
+//! - [`config`] (producer configuration) and [`bus`] (start-up: merge the configuration,
+//!   pick the backend, connect the generic handler).
+//!
 //! ```
 //! use openedx_events::{openedx_event, producer_config, EventBus, EventData, OpenEdxEvent, Settings};
 //!

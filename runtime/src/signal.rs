@@ -1,5 +1,8 @@
 //! Signals with Django-signal semantics: receivers are connected to an event type
 //! and called, in connection order, for every event sent.
+//!
+//! Why one file of ~520 lines: one type and its send paths (plain and async, robust and
+//! strict), whose two dispatch loops must stay alike.
 
 use std::any::type_name;
 use std::future::Future;

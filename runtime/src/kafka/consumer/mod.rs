@@ -8,7 +8,7 @@
 //!
 //! Unlike the Python consumer, an offset is stored for commit only once the message
 //! is handled: receivers succeeded, or the message was written to the dead-letter
-//! topic. A receiver failure is retried [`ConsumerOptions::max_retries`] times, then
+//! topic. A receiver failure is retried [`ConsumerOptions::max_retries`](crate::consume::ConsumerOptions::max_retries) times, then
 //! dead-lettered; a message that cannot be read (headers, unknown type, framing,
 //! undecodable data) is dead-lettered at once. Dead-lettered messages keep their key,
 //! value and headers, plus `dead_letter_*` headers saying where they came from and why.
@@ -49,6 +49,13 @@
 //! println!("{} messages handled", stats.handled);
 //! # Ok(()) }
 //! ```
+//!
+//! # Where the code is
+//!
+//! This file: [`KafkaConsumer`] (set-up, the message loop, retries, dead letters; ~530
+//! lines: one state that every step uses). `options.rs`: options, stats, errors.
+//! `headers.rs`: headers read into metadata. `replay.rs`: replay offsets and the start
+//! of a partition for a time.
 
 use std::collections::HashMap;
 use std::future::Future;

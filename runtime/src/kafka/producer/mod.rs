@@ -33,6 +33,15 @@
 //! [`KafkaProducer::shutdown`] waits for the `produce` calls already under way, flushes,
 //! then reports failed (logged, counted, and answered to `produce_and_confirm`) every event
 //! still waiting for its schema: no accepted event is left unreported.
+//!
+//! # Where the code is
+//!
+//! This file: [`KafkaProducer`] (set-up, routes, `produce`, flush, shutdown; ~520 lines: the
+//! handle's paths share its state, the parts below it are apart). `send.rs`: where an
+//! event's bytes leave for Kafka (headers, framed key and value, the full-queue policy).
+//! `routes.rs`: routes, their schema ids and the per-topic gate of parked events.
+//! `registrar.rs`: schema registration at start-up and the release of parked events.
+//! `delivery.rs`: delivery reports. `counting.rs`: event numbers, counters, waiters.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};

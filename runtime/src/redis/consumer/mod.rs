@@ -10,8 +10,8 @@
 //!
 //! - Its receivers all succeed: it is acknowledged (`XACK`, after each batch).
 //! - A receiver fails: it is left pending. Once it has been idle for
-//!   [`ConsumerOptions::retry_delay`], a member of the group claims it again (`XCLAIM`)
-//!   and retries it. After [`ConsumerOptions::max_retries`] retries it is dead-lettered.
+//!   [`ConsumerOptions::retry_delay`](crate::consume::ConsumerOptions::retry_delay), a member of the group claims it again (`XCLAIM`)
+//!   and retries it. After [`ConsumerOptions::max_retries`](crate::consume::ConsumerOptions::max_retries) retries it is dead-lettered.
 //! - It cannot be decoded, has an unknown type or bad metadata (a metadata field or
 //!   `event_data` given twice, a metadata value that is not UTF-8, a missing `id`, `time`
 //!   or `event_data`...): it is dead-lettered at once, with the reason. Peer-supplied
@@ -33,17 +33,17 @@
 //! reading new ones: order per stream is kept, and they are not left to be claimed after
 //! `retry_delay` behind later ones. It takes them with their delivery count unchanged
 //! (`XCLAIM ... RETRYCOUNT`), so a delivery whose reply was lost spends no retry:
-//! [`ConsumerOptions::max_retries`] counts attempts where the receivers ran. (A delivery
+//! [`ConsumerOptions::max_retries`](crate::consume::ConsumerOptions::max_retries) counts attempts where the receivers ran. (A delivery
 //! whose reply was lost and that another member claims, because this consumer stopped or
 //! lost Redis for `retry_delay`, still counts one.)
 //!
 //! Dead-lettering writes the message's original fields plus `error`, `original_id`,
 //! `attempts`, `original_stream` and `group` to the dead-letter stream
-//! ([`ConsumerOptions::dead_letter_for`]) and acknowledges the original, atomically (one
+//! ([`ConsumerOptions::dead_letter_for`](crate::consume::ConsumerOptions::dead_letter_for)) and acknowledges the original, atomically (one
 //! Lua script that stops at a refused `XADD`): when Redis refuses the dead letter (e.g.
 //! the dead-letter key is not a stream), the original is not acknowledged; it stays
 //! pending and is retried after `retry_delay`, so nothing is lost.
-//! [`ConsumerOptions::max_consecutive_errors`] failed messages (or failed Redis calls)
+//! [`ConsumerOptions::max_consecutive_errors`](crate::consume::ConsumerOptions::max_consecutive_errors) failed messages (or failed Redis calls)
 //! in a row stop the consumer with an error.
 //!
 //! # Where a group starts
@@ -64,8 +64,16 @@
 //! acknowledges what succeeded and returns its [`ConsumeStats`]. Messages it had read
 //! but not started are handed back: they stay pending in the group with their delivery
 //! count set back (an attempt never started is not counted against
-//! [`ConsumerOptions::max_retries`]) and look idle already, so any member claims them
+//! [`ConsumerOptions::max_retries`](crate::consume::ConsumerOptions::max_retries)) and look idle already, so any member claims them
 //! at once (this consumer name too, at its next start).
+//!
+//! # Where the code is
+//!
+//! This file: [`RedisConsumer`]. `options.rs`: its options, stats and errors. `run.rs`: the
+//! loop of one run (connection, group set-up, stop). `claim.rs`: claiming, resuming, reading
+//! and handing back messages. `handle.rs`: one message decoded, re-sent, acknowledged, left
+//! for a retry or dead-lettered. `replies.rs`: Redis replies read into messages.
+//! `scripts.rs`: the Lua scripts and the task that keeps messages in hand.
 
 use ::redis::Client;
 

@@ -81,6 +81,15 @@
 //! stopped: an event answered during the grace the task gets to stop (at least a second)
 //! counts as delivered, and a `produce` racing the shutdown either returns
 //! [`ProduceError::Closed`] or is covered by the shutdown's flush.
+//!
+//! # Where the code is
+//!
+//! This file: [`RedisProducer`] (the handle `produce` runs on, flush, shutdown). `config.rs`:
+//! [`RedisProducerConfig`] and its settings. `state.rs`: what the handle and the writer task
+//! share. `pipeline.rs`: the writer task (batches, replies, retries, reconnection).
+//! `reconnect.rs`: who a connection is on the server, to close a dropped one. `dedup.rs`:
+//! what a batch already wrote, read back after a reconnect. The `XADD` command itself is
+//! built in the backend's `mod.rs` ([`crate::redis::xadd_command`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
