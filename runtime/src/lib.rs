@@ -71,6 +71,7 @@ pub mod metadata;
 pub mod produce;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(any(feature = "redis", feature = "kafka"))]
 mod retry;
 pub mod settings;
 pub mod signal;
