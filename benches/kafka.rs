@@ -28,10 +28,10 @@ use std::time::{Duration, Instant};
 
 use kafka_support::KafkaEnv;
 use openedx_events::catalog::content_authoring::*;
-use openedx_events::consumer::kafka::{KafkaConsumer, KafkaConsumerOptions};
-use openedx_events::producer::kafka::{headers_for, KafkaProducer};
-use openedx_events::producer::{Producer as _, ProducerRecord};
-use openedx_events::schema_registry::{frame_header, key_subject, value_subject, SchemaRegistryClient};
+use openedx_events::kafka::registry::{frame_header, key_subject, value_subject, SchemaRegistryClient};
+use openedx_events::kafka::{headers_for, KafkaProducer};
+use openedx_events::kafka::{KafkaConsumer, KafkaConsumerOptions};
+use openedx_events::produce::{Producer as _, ProducerRecord};
 use openedx_events::{producer_config, EventBus, EventMetadata, OpenEdxEvent, Settings};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};

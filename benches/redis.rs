@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openedx_events::catalog::content_authoring::*;
-use openedx_events::consumer::redis::{RedisConsumer, RedisConsumerOptions};
+use openedx_events::redis::{RedisConsumer, RedisConsumerOptions};
 use openedx_events::{producer_config, EventBus, OpenEdxEvent, Settings};
 use redis_support::{connect, read_stream, unique, Cleanup};
 
@@ -151,23 +151,23 @@ fn consumer(rt: &tokio::runtime::Runtime, url: &str, n: u64, cleanup: &mut Clean
     cleanup.add(&stream);
     cleanup.add(&format!("{stream}-dead-letter"));
     rt.block_on(async {
-        let mut config = openedx_events::producer::redis::RedisProducerConfig::new(url);
+        let mut config = openedx_events::redis::RedisProducerConfig::new(url);
         config.stream_max_len = 0;
-        let p = openedx_events::producer::redis::RedisProducer::start(config).unwrap();
+        let p = openedx_events::redis::RedisProducer::start(config).unwrap();
         let data = Arc::new(event());
         for _ in 0..n {
-            let record = openedx_events::producer::ProducerRecord {
+            let record = openedx_events::produce::ProducerRecord {
                 topic: stream.as_str().into(),
                 key: None,
                 key_field: None,
                 metadata: openedx_events::EventMetadata::generate(XBlockPublished::EVENT_TYPE, 0),
                 data: data.clone(),
             };
-            while openedx_events::producer::Producer::produce(&p, record.clone()).is_err() {
+            while openedx_events::produce::Producer::produce(&p, record.clone()).is_err() {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
-        openedx_events::producer::Producer::shutdown(&p, Duration::from_secs(60))
+        openedx_events::produce::Producer::shutdown(&p, Duration::from_secs(60))
             .await
             .unwrap();
     });

@@ -30,9 +30,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use openedx_events::catalog::content_authoring::*;
-use openedx_events::consumer::redis::{RedisConsumer, RedisConsumerOptions, StartPosition};
-use openedx_events::producer::redis::{RedisProducer, RedisProducerConfig};
-use openedx_events::producer::{Producer, ProducerRecord};
+use openedx_events::produce::{Producer, ProducerRecord};
+use openedx_events::redis::{RedisConsumer, RedisConsumerOptions, StartPosition};
+use openedx_events::redis::{RedisProducer, RedisProducerConfig};
 use openedx_events::{EventMetadata, OpenEdxEvent};
 use proxy_support::{FaultProxy, Rng};
 use redis_support::{unique, url, Cleanup};
@@ -1134,7 +1134,7 @@ impl KafkaHostile {
 
     /// Produces good events with our producer; returns their ids.
     async fn produce_good(&self, seqs: std::ops::Range<usize>) -> Vec<uuid::Uuid> {
-        let producer = openedx_events::producer::kafka::KafkaProducer::from_settings(&self.settings()).unwrap();
+        let producer = openedx_events::kafka::KafkaProducer::from_settings(&self.settings()).unwrap();
         let mut ids = Vec::new();
         for seq in seqs {
             let data = xblock(seq);
@@ -1189,9 +1189,9 @@ impl KafkaHostile {
     /// Runs a consumer until `max` messages are handled or dead-lettered (60 s at most);
     /// a panic or a stop is an error, never a hang.
     async fn consume(&self, group: &str, max: u64) -> Result<String, String> {
-        use openedx_events::consumer::kafka::{KafkaConsumer, KafkaConsumerOptions};
+        use openedx_events::kafka::{KafkaConsumer, KafkaConsumerOptions};
         let options = KafkaConsumerOptions {
-            common: openedx_events::consumer::ConsumerOptions {
+            common: openedx_events::consume::ConsumerOptions {
                 max_retries: 1,
                 retry_delay: Duration::from_millis(200),
                 ..Default::default()
@@ -1545,8 +1545,8 @@ async fn kafka_schedule(
 /// are to be asserted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_producer_and_consumer_through_broker_faults_lose_double_and_reorder_nothing() {
-    use openedx_events::consumer::kafka::{KafkaConsumer, KafkaConsumerOptions};
-    use openedx_events::producer::kafka::KafkaProducer;
+    use openedx_events::kafka::KafkaProducer;
+    use openedx_events::kafka::{KafkaConsumer, KafkaConsumerOptions};
     redis_support::init_tracing();
     let seed = proxy_support::seed("kafka");
     let mut rng = Rng::new(seed);

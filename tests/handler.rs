@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use openedx_events::metadata::EventMetadata;
-use openedx_events::producer::{ProduceError, Producer, ProducerRecord};
+use openedx_events::produce::{ProduceError, Producer, ProducerRecord};
 use openedx_events::{openedx_event, producer_config, EventBus, EventData, EventKey, OpenEdxEvent, SendMode, Settings};
 
 /// A user.

@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 
 use kafka_support::{headers, unique, KafkaEnv};
 use openedx_events::catalog::content_authoring::*;
-use openedx_events::consumer::kafka::{KafkaConsumer, KafkaConsumerError, KafkaConsumerOptions, Replay};
-use openedx_events::consumer::ConsumerOptions;
+use openedx_events::consume::ConsumerOptions;
+use openedx_events::kafka::KafkaProducer;
+use openedx_events::kafka::{KafkaConsumer, KafkaConsumerError, KafkaConsumerOptions, Replay};
 use openedx_events::keys::UsageKey;
-use openedx_events::producer::kafka::KafkaProducer;
-use openedx_events::producer::Producer;
+use openedx_events::produce::Producer;
 use openedx_events::{EventMetadata, OpenEdxEvent, Settings};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -498,7 +498,7 @@ async fn data_is_read_with_the_writer_schema_resolved_to_ours() {
             {"name": "usage_key", "type": "string"},
         ]}}],
     });
-    let client = openedx_events::schema_registry::SchemaRegistryClient::new(f.registry.url(), None).unwrap();
+    let client = openedx_events::kafka::registry::SchemaRegistryClient::new(f.registry.url(), None).unwrap();
     let id = client
         .register(
             &format!("{}-{}.CloudEvent", f.topic, XBlockPublished::EVENT_TYPE),
@@ -507,7 +507,7 @@ async fn data_is_read_with_the_writer_schema_resolved_to_ours() {
         .await
         .unwrap();
     let usage = "block-v1:edX+DemoX+Demo_Course+type@html+block@writer";
-    let mut value = openedx_events::schema_registry::frame_header(id).to_vec();
+    let mut value = openedx_events::kafka::registry::frame_header(id).to_vec();
     avro_long(-123_456_789, &mut value);
     avro_long(2, &mut value); // one block of two items
     avro_str("a", &mut value);

@@ -28,10 +28,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kafka_support::{unique, KafkaEnv};
-use openedx_events::consumer::kafka::{KafkaConsumer, KafkaConsumerOptions};
 use openedx_events::event::AnyEvent;
-use openedx_events::producer::kafka::KafkaProducer;
-use openedx_events::producer::{KeyFieldInfo, Producer, ProducerRecord};
+use openedx_events::kafka::KafkaProducer;
+use openedx_events::kafka::{KafkaConsumer, KafkaConsumerOptions};
+use openedx_events::produce::{KeyFieldInfo, Producer, ProducerRecord};
 use openedx_events::{registry, EventKey, EventMetadata, Settings};
 use python_support::{interop_events, json_lines, metadata_json, python, python_dir};
 use registry_support::RegistryHandle;
@@ -256,8 +256,8 @@ async fn python_producer_finds_the_schemas_we_registered() {
     assert_eq!(lines.len(), events.len());
     for (i, (line, m)) in lines.iter().zip(&ours).enumerate() {
         use rdkafka::Message;
-        let (key_id, _) = openedx_events::schema_registry::parse_frame(m.key().unwrap()).unwrap();
-        let (value_id, _) = openedx_events::schema_registry::parse_frame(m.payload().unwrap()).unwrap();
+        let (key_id, _) = openedx_events::kafka::registry::parse_frame(m.key().unwrap()).unwrap();
+        let (value_id, _) = openedx_events::kafka::registry::parse_frame(m.payload().unwrap()).unwrap();
         assert_eq!(line["key_schema_id"], key_id, "event {i}: same key schema id");
         assert_eq!(line["value_schema_id"], value_id, "event {i}: same value schema id");
         assert_eq!(line["topic"], topic.as_str());

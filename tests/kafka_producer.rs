@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use kafka_support::{headers, unique, KafkaEnv};
 use openedx_events::catalog::content_authoring::*;
+use openedx_events::kafka::registry::{parse_frame, SchemaRegistryClient};
+use openedx_events::kafka::KafkaProducer;
 use openedx_events::keys::UsageKey;
-use openedx_events::producer::kafka::KafkaProducer;
-use openedx_events::producer::{ProduceError, Producer, ProducerRecord};
-use openedx_events::schema_registry::{parse_frame, SchemaRegistryClient};
+use openedx_events::produce::{ProduceError, Producer, ProducerRecord};
 use openedx_events::{producer_config, EventBus, OpenEdxEvent, Settings};
 use rdkafka::Message;
 use registry_support::RegistryHandle;

@@ -16,9 +16,9 @@ use openedx_events::catalog::content_authoring::*;
 use openedx_events::catalog::learning::{
     self, CourseEnrollmentCreated, CourseEnrollmentData, UserData, UserPersonalData,
 };
-use openedx_events::consumer::redis::{ConsumeError, RedisConsumer, RedisConsumerOptions, StartPosition};
-use openedx_events::producer::redis::{RedisProducer, RedisProducerConfig};
-use openedx_events::producer::{Producer, ProducerRecord};
+use openedx_events::produce::{Producer, ProducerRecord};
+use openedx_events::redis::{ConsumeError, RedisConsumer, RedisConsumerOptions, StartPosition};
+use openedx_events::redis::{RedisProducer, RedisProducerConfig};
 use openedx_events::{producer_config, EventBus, EventMetadata, OpenEdxEvent, Settings};
 use redis_support::{connect, pending_count, read_stream, unique, url, xlen, Cleanup};
 

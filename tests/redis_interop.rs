@@ -20,10 +20,10 @@ use openedx_events::catalog::learning::{
     CourseAccessRoleAdded, CourseEnrollmentCreated, LtiProviderLaunchSuccess, PersistentGradeSummaryChanged,
     XBlockSkillVerified,
 };
-use openedx_events::consumer::redis::{RedisConsumer, RedisConsumerOptions};
 use openedx_events::event::AnyEvent;
-use openedx_events::producer::redis::{RedisProducer, RedisProducerConfig};
-use openedx_events::producer::{Producer, ProducerRecord};
+use openedx_events::produce::{Producer, ProducerRecord};
+use openedx_events::redis::{RedisConsumer, RedisConsumerOptions};
+use openedx_events::redis::{RedisProducer, RedisProducerConfig};
 use openedx_events::{registry, EventMetadata, OpenEdxEvent};
 use redis_support::{interop_events, json_lines, metadata_json, python, python_dir, unique, url, Cleanup};
 use serde_json::Value;

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 // A glob import: `producer_config!` finds the event types through hidden aliases.
 use openedx_events::catalog::content_authoring::*;
-use openedx_events::producer::redis::{RedisProducer, RedisProducerConfig};
-use openedx_events::producer::{ProduceError, Producer, ProducerRecord};
+use openedx_events::produce::{ProduceError, Producer, ProducerRecord};
+use openedx_events::redis::{RedisProducer, RedisProducerConfig};
 use openedx_events::{producer_config, EventBus, EventMetadata, OpenEdxEvent, Settings};
 use redis_support::{connect, read_stream, unique, url, xlen, Cleanup, PrivateRedis};
 

@@ -220,9 +220,9 @@ async fn panic_in_the_sync_part_of_an_async_receiver_fails_a_consumed_message_wi
     let data = openedx_events::avro::encode(&TestSent { n: 1 }).unwrap();
     // `consumer::dispatch` is what both backends await per message: it must return an
     // error (retried, then dead-lettered), not unwind through the consumer loop.
-    let result = openedx_events::consumer::dispatch(metadata, &data).await;
+    let result = openedx_events::consume::dispatch(metadata, &data).await;
     match result {
-        Err(openedx_events::consumer::DispatchError::ReceiversFailed(f)) => {
+        Err(openedx_events::consume::DispatchError::ReceiversFailed(f)) => {
             assert!(f[0].contains("panicked: sync part exploded"), "{f:?}")
         }
         other => panic!("expected ReceiversFailed, got {other:?}"),

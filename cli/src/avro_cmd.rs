@@ -106,7 +106,7 @@ fn decode(args: DecodeArgs) -> Result<(), CliError> {
 /// Splits Confluent framing: magic byte 0, 4-byte big-endian schema id, body.
 #[cfg(feature = "kafka")]
 fn openedx_events_frame(bytes: &[u8]) -> Result<(u32, &[u8]), CliError> {
-    openedx_events::schema_registry::parse_frame(bytes).map_err(|e| CliError::bad_input(format!("--framed: {e}")))
+    openedx_events::kafka::registry::parse_frame(bytes).map_err(|e| CliError::bad_input(format!("--framed: {e}")))
 }
 
 #[cfg(not(feature = "kafka"))]

@@ -236,8 +236,9 @@ async fn consume_redis<S>(
 where
     S: std::future::Future<Output = ()> + Send + 'static,
 {
-    use openedx_events::consumer::redis::{ConsumeError, RedisConsumer, RedisConsumerOptions, StartPosition};
-    use openedx_events::producer::redis::RedisProducerConfig;
+    use openedx_events::redis::{
+        ConsumeError, RedisConsumer, RedisConsumerOptions, RedisProducerConfig, StartPosition,
+    };
     let config = RedisProducerConfig::from_settings(settings).map_err(|e| CliError::bad_input(e.to_string()))?;
     let position = match from {
         From::Group => None,
@@ -278,8 +279,8 @@ async fn consume_redis<S>(_: &Settings, _: &str, _: &ConsumeArgs, _: From, _: S)
 /// The Redis position just before the first entry at or after `ms` (entry ids are
 /// `milliseconds-sequence`; the group reads what comes after its position).
 #[cfg(feature = "redis")]
-fn before_time(ms: i64) -> openedx_events::consumer::redis::StartPosition {
-    use openedx_events::consumer::redis::StartPosition;
+fn before_time(ms: i64) -> openedx_events::redis::StartPosition {
+    use openedx_events::redis::StartPosition;
     if ms <= 0 {
         StartPosition::Beginning
     } else {
@@ -290,8 +291,8 @@ fn before_time(ms: i64) -> openedx_events::consumer::redis::StartPosition {
 /// The Redis position just before entry `id` (`ms-seq`, or `ms` for `ms-0`), so that `id`
 /// is the first entry read.
 #[cfg(feature = "redis")]
-fn before_id(id: &str) -> Result<openedx_events::consumer::redis::StartPosition, CliError> {
-    use openedx_events::consumer::redis::StartPosition;
+fn before_id(id: &str) -> Result<openedx_events::redis::StartPosition, CliError> {
+    use openedx_events::redis::StartPosition;
     let bad = || {
         CliError::bad_input(format!(
             "--from-id {id:?}: a Redis stream id is MILLISECONDS-SEQUENCE, e.g. 1764250000000-0"
@@ -316,7 +317,7 @@ async fn consume_kafka<S>(settings: &Settings, args: &ConsumeArgs, from: From, s
 where
     S: std::future::Future<Output = ()> + Send + 'static,
 {
-    use openedx_events::consumer::kafka::{KafkaConsumer, KafkaConsumerError, KafkaConsumerOptions, Replay};
+    use openedx_events::kafka::{KafkaConsumer, KafkaConsumerError, KafkaConsumerOptions, Replay};
     let mut options = KafkaConsumerOptions {
         max_messages: args.max,
         offset_reset: "latest".into(),
@@ -372,7 +373,7 @@ mod tests {
     #[cfg(feature = "redis")]
     #[test]
     fn redis_positions_include_the_given_entry() {
-        use openedx_events::consumer::redis::StartPosition;
+        use openedx_events::redis::StartPosition;
         assert_eq!(before_id("5-3").unwrap(), StartPosition::After("5-2".into()));
         assert_eq!(
             before_id("5-0").unwrap(),

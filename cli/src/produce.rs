@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 use openedx_events::config::{check_topic_name, full_topic};
-use openedx_events::producer::{KeyFieldInfo, Producer, ProducerRecord};
+use openedx_events::produce::{KeyFieldInfo, Producer, ProducerRecord};
 use openedx_events::settings::ProducerKind;
 use openedx_events::{EventMetadata, Settings};
 use serde_json::{json, Value};
@@ -137,7 +137,7 @@ pub(crate) async fn run(args: ProduceArgs) -> Result<(), CliError> {
 }
 
 async fn produce_memory(record: ProducerRecord, timeout: Duration) -> Result<Position, CliError> {
-    let bus = openedx_events::producer::memory::MemoryProducer::default();
+    let bus = openedx_events::memory::MemoryProducer::default();
     let topic = record.topic.clone();
     bus.produce(record).map_err(|e| CliError::backend(e.to_string()))?;
     bus.flush(timeout).await.map_err(|e| CliError::backend(e.to_string()))?;
@@ -146,13 +146,12 @@ async fn produce_memory(record: ProducerRecord, timeout: Duration) -> Result<Pos
 
 #[cfg(feature = "redis")]
 async fn produce_redis(settings: &Settings, record: ProducerRecord, timeout: Duration) -> Result<Position, CliError> {
-    use openedx_events::producer::redis::{RedisProducer, RedisProducerConfig};
+    use openedx_events::redis::{xadd_command, RedisProducerConfig};
     let config = RedisProducerConfig::from_settings(settings).map_err(|e| CliError::bad_input(e.to_string()))?;
     let client = redis_client(&config.url, config.tls_ca_file.as_deref())?;
     // The producer's own command (fields, order, encodings, MAXLEN), sent on one
     // connection so that Redis's reply gives the entry id.
-    let cmd =
-        RedisProducer::xadd_command(&record, config.stream_max_len).map_err(|e| CliError::bad_input(e.to_string()))?;
+    let cmd = xadd_command(&record, config.stream_max_len).map_err(|e| CliError::bad_input(e.to_string()))?;
     let redacted = redact(&config.url);
     let mut conn = tokio::time::timeout(timeout, client.get_multiplexed_async_connection())
         .await
@@ -205,7 +204,7 @@ fn redact(url: &str) -> String {
 
 #[cfg(feature = "kafka")]
 async fn produce_kafka(settings: &Settings, record: ProducerRecord, timeout: Duration) -> Result<Position, CliError> {
-    use openedx_events::producer::kafka::{KafkaProducer, KafkaSetupError};
+    use openedx_events::kafka::{KafkaProducer, KafkaSetupError};
     let producer = KafkaProducer::from_settings(settings).map_err(|e| match e {
         KafkaSetupError::Settings(m) => CliError::bad_input(m),
         other => CliError::backend(other.to_string()),

@@ -1,6 +1,5 @@
 //! The parsed form of a struct given to `#[openedx_event]` or `#[derive(EventData)]`.
 
-use proc_macro2::Span;
 use syn::ext::IdentExt;
 use syn::{Data, DeriveInput, Fields, Ident, Type, Visibility};
 
@@ -84,9 +83,4 @@ impl<'a> Record<'a> {
             fields,
         })
     }
-}
-
-#[allow(dead_code)]
-pub fn call_site() -> Span {
-    Span::call_site()
 }

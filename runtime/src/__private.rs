@@ -11,24 +11,9 @@ pub use crate::data::{
     record_key, string_key, take_field, EventDataInfo, EventField, FieldInfo, FieldKey, FieldSeed, KeyField, ReadMode,
     ResolvedKey, SchemaContext, Shape,
 };
-pub use crate::event::{EventDescriptor, JsonDataError, OpenEdxEvent};
-pub use crate::key::{EventKey, KeyPathError};
+pub use crate::event::{EventDescriptor, OpenEdxEvent};
+pub use crate::event_key::{EventKey, KeyPathError};
 pub use crate::signal::Signal;
-
-use serde::{Deserializer, Serializer};
-
-/// `#[serde(with = "...::field")]` target: (de)serializes through [`EventField`].
-pub mod field {
-    use super::*;
-
-    pub fn serialize<T: EventField, S: Serializer>(value: &T, serializer: S) -> Result<S::Ok, S::Error> {
-        value.serialize_field(serializer)
-    }
-
-    pub fn deserialize<'de, T: EventField, D: Deserializer<'de>>(deserializer: D) -> Result<T, D::Error> {
-        T::deserialize_field(deserializer)
-    }
-}
 
 /// Checks at compile time that a field type is supported (the error points at the type),
 /// and that it holds no `Option` directly inside an `Option`.
@@ -77,21 +62,4 @@ impl<T: EventDataInfo> Navigate for Option<T> {
 /// Goes one step down an `event_key_field` path.
 pub fn nav<T: Navigate>(value: &T) -> Option<&T::Record> {
     value.navigate()
-}
-
-/// First paragraph of a doc comment, on one line.
-pub const fn doc_first_line(doc: &'static str) -> &'static str {
-    doc
-}
-
-/// Reads event data from a JSON value, naming the path of a bad value.
-pub fn from_json_value<E: OpenEdxEvent>(json: &serde_json::Value) -> Result<E, JsonDataError> {
-    serde_path_to_error::deserialize(json).map_err(|e| JsonDataError {
-        event_type: E::EVENT_TYPE,
-        message: if e.path().to_string() == "." {
-            e.inner().to_string()
-        } else {
-            format!("at {}: {}", e.path(), e.inner())
-        },
-    })
 }

@@ -2,17 +2,20 @@
 //! signal; on each send, the handler produces the event once per enabled topic.
 
 use std::any::Any;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{full_topic, ConfigErrors, ProducerConfig, Route, TopicSettings};
 use crate::event::{registry, DuplicateEventType, ErasedKey, EventOps, OpenEdxEvent};
-use crate::key::EventKey;
-use crate::producer::memory::MemoryProducer;
-use crate::producer::{KeyFieldInfo, NoProducer, Producer, ProducerRecord};
+use crate::event_key::EventKey;
+use crate::memory::MemoryProducer;
+use crate::produce::{KeyFieldInfo, NoProducer, Producer};
 use crate::settings::{NonUnicodeSetting, ProducerKind, Settings, UnknownProducer};
-use crate::signal::{Envelope, ReceiverId};
+use crate::signal::ReceiverId;
+
+mod handler;
+
+use self::handler::{connect_handler, HandlerRoute};
 
 /// The producer configuration declared with `producer_config!`, checked at build time.
 #[derive(Debug, Clone, Default)]
@@ -132,65 +135,6 @@ pub enum StartError {
     },
 }
 
-/// One route as the handler uses it.
-#[doc(hidden)]
-#[derive(Debug, Clone)]
-pub struct HandlerRoute {
-    pub(crate) topic: Arc<str>,
-    pub(crate) key: Option<ErasedKey>,
-}
-
-/// Connects the generic handler of `E` to its signal.
-pub(crate) fn connect_handler<E: OpenEdxEvent>(routes: Arc<[HandlerRoute]>, producer: Arc<dyn Producer>) -> ReceiverId {
-    E::signal().connect(move |env: &Envelope<E>| handle(env, &routes, &*producer))
-}
-
-fn handle<E: OpenEdxEvent>(env: &Envelope<E>, routes: &[HandlerRoute], producer: &dyn Producer) {
-    if env.from_event_bus {
-        // Consumed from the bus: producing it again would loop.
-        return;
-    }
-    if let Err(problem) = crate::time::check_python(&env.metadata.time) {
-        // Metadata built by hand (`Signal::dispatch`): a Python consumer could not read
-        // its `time`, so it is not written anywhere.
-        tracing::error!(
-            event_type = E::EVENT_TYPE,
-            event_id = %env.metadata.id,
-            error = %problem,
-            "event not produced: its metadata time cannot be written"
-        );
-        return;
-    }
-    for route in routes {
-        let key = route.key.as_ref().and_then(|k| (k.accessor)(&*env.data as &dyn Any));
-        let record = ProducerRecord {
-            topic: route.topic.clone(),
-            key,
-            key_field: route.key.as_ref().map(|k| KeyFieldInfo {
-                name: k.field_name,
-                avro_type: k.avro_type,
-            }),
-            metadata: env.metadata.clone(),
-            data: env.data.clone(),
-        };
-        let result = catch_unwind(AssertUnwindSafe(|| producer.produce(record)));
-        let error = match result {
-            Ok(Ok(())) => continue,
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "the producer panicked".to_owned(),
-        };
-        // Never log the event data: it can hold PII.
-        tracing::error!(
-            event_type = E::EVENT_TYPE,
-            topic = &*route.topic,
-            event_id = %env.metadata.id,
-            producer = producer.name(),
-            error,
-            "failed to produce event"
-        );
-    }
-}
-
 /// Builds an [`EventBus`].
 #[derive(Default)]
 pub struct EventBusBuilder {
@@ -305,10 +249,10 @@ impl EventBusBuilder {
             Some(p) => p,
             None => make_producer(&settings, self.memory_capacity)?,
         };
-        let infos: Vec<crate::producer::RouteInfo> = by_event
+        let infos: Vec<crate::produce::RouteInfo> = by_event
             .iter()
             .flat_map(|(ops, list)| {
-                list.iter().map(move |r| crate::producer::RouteInfo {
+                list.iter().map(move |r| crate::produce::RouteInfo {
                     event_type: ops.event_type(),
                     topic: r.topic.clone(),
                     key_field: r.key.as_ref().map(|k| KeyFieldInfo {
@@ -321,7 +265,7 @@ impl EventBusBuilder {
         producer.prepare(&infos);
         let mut connected = Vec::new();
         for (ops, list) in by_event {
-            let id = ops.connect_producer(list.into(), producer.clone());
+            let id = connect_handler(ops, list.into(), producer.clone());
             connected.push((ops, id));
         }
         tracing::info!(
@@ -373,9 +317,45 @@ fn make_producer(settings: &Settings, memory_capacity: Option<usize>) -> Result<
             None => MemoryProducer::default(),
         })),
         ProducerKind::None => Ok(Arc::new(NoProducer)),
-        ProducerKind::Redis => crate::producer::backend_from_settings("redis", settings),
-        ProducerKind::Kafka => crate::producer::backend_from_settings("kafka", settings),
+        ProducerKind::Redis => redis_producer(settings),
+        ProducerKind::Kafka => kafka_producer(settings),
     }
+}
+
+#[cfg(feature = "redis")]
+fn redis_producer(settings: &Settings) -> Result<Arc<dyn Producer>, StartError> {
+    crate::redis::RedisProducer::from_settings(settings)
+        .map(|p| Arc::new(p) as Arc<dyn Producer>)
+        .map_err(|e| StartError::Producer {
+            backend: "redis",
+            message: e.to_string(),
+        })
+}
+
+#[cfg(not(feature = "redis"))]
+fn redis_producer(_: &Settings) -> Result<Arc<dyn Producer>, StartError> {
+    Err(StartError::Producer {
+        backend: "redis",
+        message: "built without the `redis` feature".to_owned(),
+    })
+}
+
+#[cfg(feature = "kafka")]
+fn kafka_producer(settings: &Settings) -> Result<Arc<dyn Producer>, StartError> {
+    crate::kafka::KafkaProducer::from_settings(settings)
+        .map(|p| Arc::new(p) as Arc<dyn Producer>)
+        .map_err(|e| StartError::Producer {
+            backend: "kafka",
+            message: e.to_string(),
+        })
+}
+
+#[cfg(not(feature = "kafka"))]
+fn kafka_producer(_: &Settings) -> Result<Arc<dyn Producer>, StartError> {
+    Err(StartError::Producer {
+        backend: "kafka",
+        message: "built without the `kafka` feature".to_owned(),
+    })
 }
 
 /// One enabled (event type, full topic) pair of a running bus.
@@ -461,12 +441,12 @@ impl EventBus {
     }
 
     /// Waits until every event produced so far is delivered or reported failed.
-    pub async fn flush(&self, timeout: Duration) -> Result<(), crate::producer::ProduceError> {
+    pub async fn flush(&self, timeout: Duration) -> Result<(), crate::produce::ProduceError> {
         self.producer.flush(timeout).await
     }
 
     /// Disconnects the handlers, then flushes and shuts the producer down.
-    pub async fn shutdown(mut self, timeout: Duration) -> Result<(), crate::producer::ProduceError> {
+    pub async fn shutdown(mut self, timeout: Duration) -> Result<(), crate::produce::ProduceError> {
         self.disconnect();
         self.producer.shutdown(timeout).await
     }

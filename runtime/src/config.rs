@@ -8,6 +8,10 @@
 //! from JSON, TOML, a file, or the `EVENT_BUS_PRODUCER_CONFIG` environment variable,
 //! merged over the compile-time config of `producer_config!` with the semantics of
 //! Python's `merge_producer_configs`, and validated against the registry at start-up.
+//!
+//! Why one file of ~630 lines: the two shapes, the merge and the validation work on the
+//! same few types, in this order; the rule texts shared with the macros are kept with
+//! the validation that applies them.
 
 use std::fmt;
 use std::path::Path;
@@ -16,7 +20,7 @@ use indexmap::IndexMap;
 use serde_json::Value;
 
 use crate::event::{registry, ErasedKey, EventDescriptor};
-use crate::key::KeyPathError;
+use crate::event_key::KeyPathError;
 
 /// The settings of one (event type, topic) pair. A field left `None` is not set
 /// (an override that sets only `enabled` keeps the base's key path).

@@ -5,6 +5,11 @@
 //! The implementations here cover the primitive types, `Option`, `Vec`, string-keyed
 //! maps, date-times, UUIDs and the opaque keys of [`crate::keys`]; structs get theirs
 //! from `#[derive(EventData)]`.
+//!
+//! Why one file of ~940 lines (and its tests): every field type implements the same
+//! [`EventField`] contract (Avro shape, wire form, key-path step) side by side, and the
+//! derive's generated code calls the generic helpers next to them; split by type, the
+//! implementations that must agree would sit apart.
 
 use std::any::TypeId;
 use std::collections::hash_map::Entry;
@@ -20,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::key::{EventKey, KeyPathError};
+use crate::event_key::{EventKey, KeyPathError};
 use crate::time;
 
 /// An Avro map of event data: string keys, in the order they were inserted
@@ -686,40 +691,36 @@ map_field!(; BTreeMap<String, V>);
 
 /// Implements [`EventField`] and [`KeyField`] for a string newtype with
 /// `as_str()` and `FromStr`, written as an Avro `string`.
-#[macro_export]
-#[doc(hidden)]
-macro_rules! __string_field {
+macro_rules! string_field {
     ($ty:ty) => {
         impl $crate::data::EventField for $ty {
             const SHAPE: $crate::data::Shape = $crate::data::Shape::Scalar("string");
-            fn avro_schema(_: &mut $crate::data::SchemaContext) -> $crate::__private::serde_json::Value {
-                $crate::__private::serde_json::Value::String("string".to_owned())
+            fn avro_schema(_: &mut $crate::data::SchemaContext) -> ::serde_json::Value {
+                ::serde_json::Value::String("string".to_owned())
             }
-            fn serialize_field<S: $crate::__private::serde::Serializer>(
-                &self,
-                serializer: S,
-            ) -> ::std::result::Result<S::Ok, S::Error> {
+            fn serialize_field<S: ::serde::Serializer>(&self, serializer: S) -> ::std::result::Result<S::Ok, S::Error> {
                 serializer.serialize_str(self.as_str())
             }
-            fn deserialize_field<'de, D: $crate::__private::serde::Deserializer<'de>>(
+            fn deserialize_field<'de, D: ::serde::Deserializer<'de>>(
                 deserializer: D,
             ) -> ::std::result::Result<Self, D::Error> {
-                $crate::__private::deserialize_from_str(deserializer)
+                $crate::data::deserialize_from_str(deserializer)
             }
             fn resolve_key(
                 field: &'static str,
                 path: &[&str],
-            ) -> ::std::result::Result<$crate::data::ResolvedKey<Self>, $crate::KeyPathError> {
-                $crate::__private::string_key::<Self>(field, path)
+            ) -> ::std::result::Result<$crate::data::ResolvedKey<Self>, $crate::event_key::KeyPathError> {
+                $crate::data::string_key::<Self>(field, path)
             }
         }
         impl $crate::data::KeyField for $ty {
-            fn event_key(&self) -> ::std::option::Option<$crate::EventKey> {
-                ::std::option::Option::Some($crate::EventKey::String(self.as_str().to_owned()))
+            fn event_key(&self) -> ::std::option::Option<$crate::event_key::EventKey> {
+                ::std::option::Option::Some($crate::event_key::EventKey::String(self.as_str().to_owned()))
             }
         }
     };
 }
+pub(crate) use string_field;
 
 #[doc(hidden)]
 pub fn string_key<T: KeyField>(field: &'static str, path: &[&str]) -> Result<ResolvedKey<T>, KeyPathError> {

@@ -1,9 +1,8 @@
 //! The event trait and the registry of every event type in the binary.
 
 use std::any::Any;
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
@@ -11,9 +10,9 @@ use serde::Serialize;
 
 use crate::avro::{DecodeError, EncodeError, EventSchema};
 use crate::data::{EventDataInfo, FieldInfo};
-use crate::key::{EventKey, KeyPathError};
+use crate::event_key::{EventKey, KeyPathError};
 use crate::metadata::EventMetadata;
-use crate::signal::{ReceiverId, Response, SendError, SendMode, Signal};
+use crate::signal::{BoxError, Envelope, ReceiverId, Response, SendError, SendMode, Signal, SignalEvent};
 
 /// An Open edX event: implemented by `#[openedx_event("...")]`.
 ///
@@ -43,6 +42,11 @@ pub trait OpenEdxEvent: EventDataInfo + Serialize + DeserializeOwned + fmt::Debu
 
     /// The Avro schema, computed on first use.
     fn avro_schema() -> &'static EventSchema;
+}
+
+impl<E: OpenEdxEvent> SignalEvent for E {
+    const TYPE: &'static str = E::EVENT_TYPE;
+    const MINOR: u32 = E::MINOR_VERSION;
 }
 
 /// Registry entry of one event type, submitted through `inventory` by the attribute.
@@ -156,6 +160,25 @@ pub struct JsonDataError {
     pub message: String,
 }
 
+/// Reads event data from a JSON value (the datum form), naming the path of a bad value.
+///
+/// ```
+/// use openedx_events::catalog::learning::CourseEnrollmentCreated;
+/// use openedx_events::event::from_json_value;
+/// let e = from_json_value::<CourseEnrollmentCreated>(&serde_json::json!({"enrollment": 1})).unwrap_err();
+/// assert!(e.to_string().starts_with("invalid data for org.openedx.learning.course.enrollment.created.v1: at enrollment"), "{e}");
+/// ```
+pub fn from_json_value<E: OpenEdxEvent>(json: &serde_json::Value) -> Result<E, JsonDataError> {
+    serde_path_to_error::deserialize(json).map_err(|e| JsonDataError {
+        event_type: E::EVENT_TYPE,
+        message: if e.path().to_string() == "." {
+            e.inner().to_string()
+        } else {
+            format!("at {}: {}", e.path(), e.inner())
+        },
+    })
+}
+
 /// Error reading event data from schemaless Avro, naming the value where reading stopped.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot decode {event_type} from Avro{}: {message}", path.as_deref().map(|p| format!(" at {p}")).unwrap_or_default())]
@@ -170,8 +193,13 @@ pub struct TracedDecodeError {
 
 /// A receiver of any event type: it sees the metadata, the type-erased data, and
 /// whether the event came from the bus. See [`EventOps::connect_erased`].
-pub type ErasedReceiver =
-    Arc<dyn Fn(&EventMetadata, &dyn AnyEvent, bool) -> Result<(), crate::signal::BoxError> + Send + Sync>;
+pub type ErasedReceiver = Arc<dyn Fn(&EventMetadata, &dyn AnyEvent, bool) -> Result<(), BoxError> + Send + Sync>;
+
+/// A receiver of any event type that gets its own reference to the data, to keep or
+/// hand on (the event bus's producing handler puts it in each
+/// [`ProducerRecord`](crate::produce::ProducerRecord)); it sees the metadata and whether
+/// the event came from the bus. See [`EventOps::connect_shared`].
+pub type SharedReceiver = Arc<dyn Fn(&EventMetadata, Arc<dyn AnyEvent>, bool) + Send + Sync>;
 
 /// The operations of one event type, usable when the type is known only by its
 /// type string (consumers, configuration, tools).
@@ -215,23 +243,40 @@ pub trait EventOps: Send + Sync {
         metadata: EventMetadata,
         mode: SendMode,
     ) -> BoxFuture<'static, Result<Vec<Response>, SendError>>;
-    /// Connects the generic producing handler for these routes.
-    #[doc(hidden)]
-    fn connect_producer(
-        &self,
-        routes: Arc<[crate::bus::HandlerRoute]>,
-        producer: Arc<dyn crate::producer::Producer>,
-    ) -> ReceiverId;
     /// Like [`EventOps::decode_avro`], naming the path of the value where decoding failed
     /// (slower: for tools that explain a bad message, not for consumers).
     fn decode_avro_traced(&self, bytes: &[u8]) -> Result<Arc<dyn AnyEvent>, TracedDecodeError>;
     /// Connects a receiver that sees this event type's events type-erased (tools that
     /// handle every event type alike, e.g. printing what a consumer receives).
     fn connect_erased(&self, receiver: ErasedReceiver) -> ReceiverId;
+    /// Like [`EventOps::connect_erased`], handing the receiver its own `Arc` of the data
+    /// (what the event bus connects to each event type it produces).
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use openedx_events::event::AnyEvent;
+    /// use openedx_events::{openedx_event, registry, OpenEdxEvent};
+    ///
+    /// /// Sent in this example.
+    /// #[openedx_event("org.openedx.learning.shared.example.v1")]
+    /// #[derive(Clone, Debug)]
+    /// pub struct SharedExample {
+    ///     /// A number.
+    ///     pub n: i64,
+    /// }
+    ///
+    /// let ops = registry::find(SharedExample::EVENT_TYPE).unwrap().ops();
+    /// let kept: Arc<Mutex<Vec<Arc<dyn AnyEvent>>>> = Arc::default();
+    /// let sink = kept.clone();
+    /// let id = ops.connect_shared(Arc::new(move |_metadata, data, _from_bus| sink.lock().unwrap().push(data)));
+    /// SharedExample::signal().send_event(SharedExample { n: 7 });
+    /// ops.disconnect(id);
+    /// let kept = kept.lock().unwrap();
+    /// assert_eq!(kept[0].as_any().downcast_ref::<SharedExample>().unwrap().n, 7);
+    /// ```
+    fn connect_shared(&self, receiver: SharedReceiver) -> ReceiverId;
     /// Disconnects a receiver from this event's signal.
     fn disconnect(&self, id: ReceiverId) -> bool;
-    #[doc(hidden)]
-    fn as_any(&self) -> &dyn Any;
 }
 
 struct Ops<E>(std::marker::PhantomData<fn() -> E>);
@@ -282,7 +327,7 @@ impl<E: OpenEdxEvent> EventOps for Ops<E> {
         Ok(Arc::new(crate::avro::decode_with_writer_schema::<E>(bytes, writer)?))
     }
     fn from_json(&self, json: &serde_json::Value) -> Result<Arc<dyn AnyEvent>, JsonDataError> {
-        crate::__private::from_json_value::<E>(json).map(|e| Arc::new(e) as Arc<dyn AnyEvent>)
+        from_json_value::<E>(json).map(|e| Arc::new(e) as Arc<dyn AnyEvent>)
     }
     fn send_from_bus(
         &self,
@@ -291,7 +336,7 @@ impl<E: OpenEdxEvent> EventOps for Ops<E> {
         mode: SendMode,
     ) -> Result<Vec<Response>, SendError> {
         let data = downcast_arc::<E>(data);
-        let env = crate::signal::Envelope {
+        let env = Envelope {
             data,
             metadata,
             from_event_bus: true,
@@ -308,20 +353,13 @@ impl<E: OpenEdxEvent> EventOps for Ops<E> {
         let data = downcast_arc::<E>(data);
         Box::pin(async move {
             check_type::<E>(&metadata)?;
-            let env = crate::signal::Envelope {
+            let env = Envelope {
                 data,
                 metadata,
                 from_event_bus: true,
             };
             E::signal().dispatch_async(env, mode).await
         })
-    }
-    fn connect_producer(
-        &self,
-        routes: Arc<[crate::bus::HandlerRoute]>,
-        producer: Arc<dyn crate::producer::Producer>,
-    ) -> ReceiverId {
-        crate::bus::connect_handler::<E>(routes, producer)
     }
     fn decode_avro_traced(&self, bytes: &[u8]) -> Result<Arc<dyn AnyEvent>, TracedDecodeError> {
         use std::io::BufRead;
@@ -359,14 +397,13 @@ impl<E: OpenEdxEvent> EventOps for Ops<E> {
         Ok(Arc::new(event))
     }
     fn connect_erased(&self, receiver: ErasedReceiver) -> ReceiverId {
-        E::signal()
-            .connect(move |env: &crate::signal::Envelope<E>| receiver(&env.metadata, &*env.data, env.from_event_bus))
+        E::signal().connect(move |env: &Envelope<E>| receiver(&env.metadata, &*env.data, env.from_event_bus))
+    }
+    fn connect_shared(&self, receiver: SharedReceiver) -> ReceiverId {
+        E::signal().connect(move |env: &Envelope<E>| receiver(&env.metadata, env.data.clone(), env.from_event_bus))
     }
     fn disconnect(&self, id: ReceiverId) -> bool {
         E::signal().disconnect(id)
-    }
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 
@@ -408,75 +445,4 @@ pub struct DuplicateEventType {
 #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
 pub struct RecordNameClashes(pub Vec<crate::data::RecordNameClash>);
 
-/// Every event type in the binary, and look-up by type string.
-pub mod registry {
-    use super::*;
-
-    type Index = Result<HashMap<&'static str, &'static EventDescriptor>, DuplicateEventType>;
-
-    fn index() -> &'static Index {
-        static INDEX: OnceLock<Index> = OnceLock::new();
-        INDEX.get_or_init(|| {
-            let mut map: HashMap<&'static str, &'static EventDescriptor> = HashMap::new();
-            let mut all: Vec<&'static EventDescriptor> = inventory::iter::<EventDescriptor>.into_iter().collect();
-            all.sort_by_key(|d| (d.event_type, d.rust_type));
-            for d in all {
-                if let Some(first) = map.insert(d.event_type, d) {
-                    return Err(DuplicateEventType {
-                        event_type: d.event_type,
-                        first: first.rust_type,
-                        second: d.rust_type,
-                    });
-                }
-            }
-            Ok(map)
-        })
-    }
-
-    /// Checks that no two structs declare the same event type; the event bus calls
-    /// it at start-up.
-    pub fn check() -> Result<(), DuplicateEventType> {
-        index().as_ref().map(|_| ()).map_err(Clone::clone)
-    }
-
-    /// Every pair of Rust types that one registered event's schema would give the same
-    /// Avro record name (each event's schema is generated to find them), sorted by event
-    /// type. Computed once.
-    pub fn record_name_clashes() -> &'static [crate::data::RecordNameClash] {
-        static CLASHES: OnceLock<Vec<crate::data::RecordNameClash>> = OnceLock::new();
-        CLASHES.get_or_init(|| {
-            events()
-                .iter()
-                .flat_map(|d| d.ops().schema().record_name_clashes().iter().cloned())
-                .collect()
-        })
-    }
-
-    /// Checks that no event's schema gives one Avro record name to two Rust types; the
-    /// event bus calls it at start-up.
-    ///
-    /// ```
-    /// assert!(openedx_events::registry::check_record_names().is_ok());
-    /// ```
-    pub fn check_record_names() -> Result<(), RecordNameClashes> {
-        match record_name_clashes() {
-            [] => Ok(()),
-            all => Err(RecordNameClashes(all.to_vec())),
-        }
-    }
-
-    /// Every registered event type, sorted by type string.
-    pub fn events() -> Vec<&'static EventDescriptor> {
-        let mut all: Vec<&'static EventDescriptor> = inventory::iter::<EventDescriptor>.into_iter().collect();
-        all.sort_by_key(|d| (d.event_type, d.rust_type));
-        all
-    }
-
-    /// The event of a type string, if one is registered (and unambiguous).
-    pub fn find(event_type: &str) -> Option<&'static EventDescriptor> {
-        match index() {
-            Ok(map) => map.get(event_type).copied(),
-            Err(_) => events().into_iter().find(|d| d.event_type == event_type),
-        }
-    }
-}
+pub mod registry;

@@ -353,7 +353,7 @@ macro_rules! opaque_key {
             }
         }
 
-        $crate::__string_field!($name);
+        $crate::data::string_field!($name);
     };
 }
 

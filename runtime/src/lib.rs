@@ -6,6 +6,16 @@
 //! as Open edX's ADR 12 decided, wire-compatible with the Python stack
 //! (openedx-events, edx-event-bus-kafka, edx-event-bus-redis).
 //!
+//! The modules, each importing only those listed before it:
+//! - the core: [`event`] (the event trait, its [`registry`] of type strings), [`signal`],
+//!   [`data`], [`metadata`], [`event_key`], [`keys`], [`time`], [`settings`]; [`avro`];
+//!   [`catalog`] (the Open edX events).
+//! - [`produce`]: the [`Producer`](produce::Producer) trait every backend implements;
+//!   [`consume`]: what every consumer shares.
+//! - the backends: [`memory`] (the default), `redis` and `kafka` (features of the same names).
+//! - [`config`] (producer configuration) and [`bus`] (start-up: merge the configuration,
+//!   pick the backend, connect the generic handler).
+//!
 //! ```
 //! use openedx_events::{openedx_event, producer_config, EventBus, EventData, OpenEdxEvent, Settings};
 //!
@@ -49,15 +59,20 @@ pub mod avro;
 pub mod bus;
 pub mod catalog;
 pub mod config;
-pub mod consumer;
+pub mod consume;
 pub mod data;
 pub mod event;
-pub mod key;
-pub mod keys;
-pub mod metadata;
-pub mod producer;
+pub mod event_key;
 #[cfg(feature = "kafka")]
-pub mod schema_registry;
+pub mod kafka;
+pub mod keys;
+pub mod memory;
+pub mod metadata;
+pub mod produce;
+#[cfg(feature = "redis")]
+pub mod redis;
+#[cfg(any(feature = "redis", feature = "kafka"))]
+mod retry;
 pub mod settings;
 pub mod signal;
 pub mod time;
@@ -68,7 +83,7 @@ pub mod __private;
 pub use bus::{EventBus, EventBusBuilder, StartError};
 pub use data::{EventDataInfo, Map};
 pub use event::{registry, EventOps, OpenEdxEvent};
-pub use key::{EventKey, KeyPathError};
+pub use event_key::{EventKey, KeyPathError};
 pub use metadata::EventMetadata;
 pub use openedx_events_macros::{openedx_event, producer_config, EventData};
 pub use settings::Settings;

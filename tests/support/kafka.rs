@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openedx_events::keys::UsageKey;
-use openedx_events::producer::{KeyFieldInfo, ProducerRecord};
+use openedx_events::produce::{KeyFieldInfo, ProducerRecord};
 use openedx_events::{EventKey, EventMetadata, OpenEdxEvent};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};

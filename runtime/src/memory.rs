@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-use super::{ProduceError, Producer, ProducerRecord};
+use crate::produce::{ProduceError, Producer, ProducerRecord};
 
 /// Default number of events kept per topic.
 pub const DEFAULT_CAPACITY_PER_TOPIC: usize = 10_000;
@@ -19,7 +19,7 @@ pub const DEFAULT_CAPACITY_PER_TOPIC: usize = 10_000;
 /// are dropped (and counted in [`MemoryProducer::dropped`]), as `MAXLEN` trims a stream.
 ///
 /// ```
-/// use openedx_events::producer::memory::MemoryProducer;
+/// use openedx_events::memory::MemoryProducer;
 /// let bus = MemoryProducer::with_capacity(2);
 /// assert!(bus.topics().is_empty());
 /// assert_eq!(bus.capacity(), 2);

@@ -8,11 +8,6 @@
 
 use std::time::Duration;
 
-#[cfg(feature = "kafka")]
-pub mod kafka;
-#[cfg(feature = "redis")]
-pub mod redis;
-
 use crate::event::registry;
 use crate::metadata::{EventMetadata, SourceLib};
 use crate::signal::{Outcome, SendMode};

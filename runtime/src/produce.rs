@@ -1,7 +1,7 @@
 //! Producers: where the generic handler hands each event to be produced.
 //!
 //! [`Producer`] is the trait the backends implement: the embedded in-memory bus
-//! ([`memory::MemoryProducer`], the default), Redis Streams and Kafka.
+//! ([`MemoryProducer`](crate::memory::MemoryProducer), the default), Redis Streams and Kafka.
 
 use std::fmt;
 use std::sync::Arc;
@@ -10,14 +10,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use crate::event::AnyEvent;
-use crate::key::EventKey;
+use crate::event_key::EventKey;
 use crate::metadata::EventMetadata;
-
-#[cfg(feature = "kafka")]
-pub mod kafka;
-pub mod memory;
-#[cfg(feature = "redis")]
-pub mod redis;
 
 /// The key field of a produced event, as the Kafka key schema needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,33 +146,5 @@ impl Producer for NoProducer {
     }
     fn as_any(&self) -> &dyn std::any::Any {
         self
-    }
-}
-
-/// Creates the Redis or Kafka producer from settings.
-pub(crate) fn backend_from_settings(
-    backend: &'static str,
-    settings: &crate::settings::Settings,
-) -> Result<Arc<dyn Producer>, crate::bus::StartError> {
-    let _ = settings;
-    match backend {
-        #[cfg(feature = "redis")]
-        "redis" => self::redis::RedisProducer::from_settings(settings)
-            .map(|p| Arc::new(p) as Arc<dyn Producer>)
-            .map_err(|e| crate::bus::StartError::Producer {
-                backend,
-                message: e.to_string(),
-            }),
-        #[cfg(feature = "kafka")]
-        "kafka" => self::kafka::KafkaProducer::from_settings(settings)
-            .map(|p| Arc::new(p) as Arc<dyn Producer>)
-            .map_err(|e| crate::bus::StartError::Producer {
-                backend,
-                message: e.to_string(),
-            }),
-        _ => Err(crate::bus::StartError::Producer {
-            backend,
-            message: format!("the {backend} producer is not implemented yet in this version"),
-        }),
     }
 }

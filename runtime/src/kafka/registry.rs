@@ -42,7 +42,7 @@ pub enum FramingError {
 /// Splits a framed key or value into its schema id and Avro body.
 ///
 /// ```
-/// use openedx_events::schema_registry::{frame_header, parse_frame};
+/// use openedx_events::kafka::registry::{frame_header, parse_frame};
 /// let mut bytes = frame_header(7).to_vec();
 /// bytes.push(42);
 /// assert_eq!(parse_frame(&bytes).unwrap(), (7, &[42u8][..]));
@@ -139,7 +139,6 @@ pub struct SchemaRegistryClient {
     auth: Option<(String, String)>,
     ids: Mutex<HashMap<(String, String), u32>>,
     schemas: Mutex<HashMap<u32, Arc<FetchedSchema>>>,
-    requests: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for SchemaRegistryClient {
@@ -170,7 +169,6 @@ impl SchemaRegistryClient {
             auth,
             ids: Mutex::default(),
             schemas: Mutex::default(),
-            requests: Default::default(),
         })
     }
 
@@ -187,11 +185,6 @@ impl SchemaRegistryClient {
             (k, s) => Some((k.unwrap_or_default().to_owned(), s.unwrap_or_default().to_owned())),
         };
         Self::new(url, auth)
-    }
-
-    /// HTTP requests made so far (cache misses).
-    pub fn request_count(&self) -> u64 {
-        self.requests.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The cached id of a (subject, schema) pair, if registered through this client.
@@ -257,7 +250,6 @@ impl SchemaRegistryClient {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder, url: &str) -> Result<Value, RegistryError> {
-        self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut request = request
             .header(reqwest::header::ACCEPT, CONTENT_TYPE)
             .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE);
