@@ -430,12 +430,12 @@ pub const fn not_scalar(field: &str, shape: &str) -> Text {
 
 /// `bad event_key_field "blok": <problem>`: how both the build-time and the start-up
 /// check introduce a [`Problem`].
-pub const fn bad_key_path(path: &str, problem: &Text) -> Text {
+pub const fn bad_key_path(path: &str, problem: &str) -> Text {
     Text::new()
         .push("bad event_key_field ")
         .push_quoted(path)
         .push(": ")
-        .push_text(problem)
+        .push(problem)
 }
 
 #[cfg(test)]
@@ -481,7 +481,10 @@ mod tests {
             msg("block.usage_kye"),
             r#"no field `usage_kye` in BlockData; valid fields: usage_key, owner; did you mean "block.usage_key"?"#
         );
-        assert_eq!(msg("block.owner.name"), "no field `name` in OwnerData; valid fields: id");
+        assert_eq!(
+            msg("block.owner.name"),
+            "no field `name` in OwnerData; valid fields: id"
+        );
         assert_eq!(
             msg("blok.ownr.id"),
             r#"no field `blok` in CloudEvent; valid fields: block; did you mean "block.owner.id"?"#

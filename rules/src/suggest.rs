@@ -15,7 +15,10 @@ const fn char_at(b: &[u8], i: usize) -> (u32, usize) {
     } else if x < 0xE0 {
         (((x & 0x1F) << 6) | (b[i + 1] as u32 & 0x3F), 2)
     } else if x < 0xF0 {
-        (((x & 0x0F) << 12) | ((b[i + 1] as u32 & 0x3F) << 6) | (b[i + 2] as u32 & 0x3F), 3)
+        (
+            ((x & 0x0F) << 12) | ((b[i + 1] as u32 & 0x3F) << 6) | (b[i + 2] as u32 & 0x3F),
+            3,
+        )
     } else {
         (
             ((x & 0x07) << 18)
@@ -104,7 +107,11 @@ pub const fn distance(a: &str, b: &str) -> usize {
 /// ```
 pub const fn is_close(wanted: &str, candidate: &str) -> bool {
     let d = distance(wanted, candidate);
-    let limit = if candidate.len() / 4 > 3 { candidate.len() / 4 } else { 3 };
+    let limit = if candidate.len() / 4 > 3 {
+        candidate.len() / 4
+    } else {
+        3
+    };
     d <= limit && d < candidate.len()
 }
 
@@ -143,7 +150,11 @@ pub const fn nearest_of<'a>(wanted: &str, first: &[&'a str], second: &[&'a str])
     let mut best: Option<(&'a str, usize)> = None;
     let mut i = 0;
     while i < first.len() + second.len() {
-        let c = if i < first.len() { first[i] } else { second[i - first.len()] };
+        let c = if i < first.len() {
+            first[i]
+        } else {
+            second[i - first.len()]
+        };
         i += 1;
         if crate::text::eq(c, wanted) || !is_close(wanted, c) {
             continue;

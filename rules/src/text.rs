@@ -230,7 +230,15 @@ mod tests {
 
     #[test]
     fn quoting_matches_debug() {
-        for s in ["plain", "a \"b\" c", "back\\slash", "tab\there", "nl\n", "\u{1}x", "é ü"] {
+        for s in [
+            "plain",
+            "a \"b\" c",
+            "back\\slash",
+            "tab\there",
+            "nl\n",
+            "\u{1}x",
+            "é ü",
+        ] {
             assert_eq!(Text::new().push_quoted(s).as_str(), format!("{s:?}"), "{s}");
         }
         for c in [' ', '\'', '/', 'é', '\n', '\u{7f}'] {
