@@ -179,14 +179,16 @@ fn record_impls(record: &Record, record_name: &str) -> TokenStream {
     let locals: Vec<_> = (0..n).map(|i| format_ident!("__f{}", i)).collect();
     let indices: Vec<usize> = (0..n).collect();
 
-    let asserts = tys.iter().map(|ty| {
+    // Each field's shape, spanned at its type: an unsupported type is reported there, once,
+    // and the constant below (always evaluated) runs each type's checks.
+    let shapes = tys.iter().map(|ty| {
         quote_spanned! {ty.span()=>
-            const _: () = ::openedx_events::__private::assert_field::<#ty>();
+            ::openedx_events::__private::field_shape::<#ty>()
         }
     });
 
     quote! {
-        #(#asserts)*
+        const _: &::openedx_events::__private::Record = <#ident as ::openedx_events::__private::EventDataInfo>::RECORD;
 
         impl ::openedx_events::__private::EventDataInfo for #ident {
             const RECORD_NAME: &'static str = #record_name;
@@ -196,7 +198,7 @@ fn record_impls(record: &Record, record_name: &str) -> TokenStream {
             const FIELD_NAMES: &'static [&'static str] = &[#(#names),*];
             const RECORD: &'static ::openedx_events::__private::Record = &::openedx_events::__private::Record {
                 name: #record_name,
-                fields: &[#(::openedx_events::__private::RecordField { name: #names, shape: <#tys as ::openedx_events::__private::EventField>::SHAPE },)*],
+                fields: &[#(::openedx_events::__private::RecordField { name: #names, shape: #shapes },)*],
             };
             fn avro_fields(cx: &mut ::openedx_events::__private::SchemaContext) -> ::std::vec::Vec<::openedx_events::__private::serde_json::Value> {
                 ::std::vec![#(::openedx_events::__private::avro_field_entry::<#tys>(#names, cx)),*]

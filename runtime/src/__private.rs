@@ -43,6 +43,13 @@ pub const fn assert_field<T: EventField>() {
     }
 }
 
+/// The shape of a field of type `T`, after [`assert_field`]'s checks: what the record's
+/// field tree (`EventDataInfo::RECORD`) holds for it.
+pub const fn field_shape<T: EventField>() -> crate::data::Shape {
+    assert_field::<T>();
+    T::SHAPE
+}
+
 /// Checks at compile time that a key path ends on a scalar (the error points at the path).
 pub fn key_of<T: KeyField>(value: &T) -> Option<EventKey> {
     value.event_key()
