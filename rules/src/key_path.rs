@@ -179,6 +179,8 @@ pub struct Resolved {
 }
 
 /// Why a path does not resolve to a scalar field of a record.
+// The suggestion is a `Text` held inline: `const` code cannot box it.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Problem<'a> {
     /// The path is not a list of field names.
@@ -329,6 +331,7 @@ const fn corrected(record: &'static Record, path: &str) -> Option<Text> {
 /// );
 /// assert!(matches!(resolve(&EVENT, "block.tags"), Err(Problem::NotScalar { field: "tags", .. })));
 /// ```
+#[allow(clippy::result_large_err)] // see `Problem`: nothing can be boxed in `const` code
 pub const fn resolve<'a>(record: &'static Record, path: &'a str) -> Result<Resolved, Problem<'a>> {
     if let Err(e) = check_syntax(path) {
         return Err(Problem::Syntax(e));
