@@ -100,7 +100,7 @@ fn bad_topic_same_words_at_build_time_and_start_up() {
     let start = start_up_error(EVENT, "content authoring/blocks", "block.usage_key");
     assert_eq!(
         build,
-        r#"topic "content authoring/blocks" is not a valid topic name: ' ' is not allowed; use ASCII letters, digits, `.`, `_` and `-`"#
+        r#"topic "content authoring/blocks" is not a valid topic name: ' ' is not allowed: only ASCII letters, digits, `.`, `_` and `-` are allowed"#
     );
     assert_eq!(start, format!("{EVENT}: {build}"));
 }

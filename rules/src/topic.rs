@@ -22,9 +22,12 @@ impl fmt::Display for TopicError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TopicError::Empty => f.write_str("it is empty"),
-            TopicError::TooLong(n) => write!(f, "it has {n} characters; at most {MAX_LEN} are allowed"),
+            TopicError::TooLong(n) => write!(f, "it is longer than {MAX_LEN} characters ({n})"),
             TopicError::Reserved => f.write_str("`.` and `..` are reserved"),
-            TopicError::BadChar(c) => write!(f, "{c:?} is not allowed; use ASCII letters, digits, `.`, `_` and `-`"),
+            TopicError::BadChar(c) => write!(
+                f,
+                "{c:?} is not allowed: only ASCII letters, digits, `.`, `_` and `-` are allowed"
+            ),
         }
     }
 }
@@ -37,7 +40,7 @@ impl std::error::Error for TopicError {}
 /// use openedx_events_rules::topic::{check, TopicError};
 /// assert!(check("course-catalog.v1").is_ok());
 /// assert_eq!(check("bad topic"), Err(TopicError::BadChar(' ')));
-/// assert_eq!(check("bad topic").unwrap_err().to_string(), "' ' is not allowed; use ASCII letters, digits, `.`, `_` and `-`");
+/// assert_eq!(check("bad topic").unwrap_err().to_string(), "' ' is not allowed: only ASCII letters, digits, `.`, `_` and `-` are allowed");
 /// ```
 pub fn check(topic: &str) -> Result<(), TopicError> {
     if topic.is_empty() {
