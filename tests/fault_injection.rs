@@ -1809,8 +1809,7 @@ fn order_breaks(
 /// the group's committed offsets reach the end of every partition.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_through_a_proxy_to_a_real_broker_loses_doubles_and_reorders_nothing() {
-    use openedx_events::consumer::kafka::{KafkaConsumer, KafkaConsumerOptions};
-    use openedx_events::producer::kafka::KafkaProducer;
+    use openedx_events::kafka::{KafkaConsumer, KafkaConsumerOptions, KafkaProducer};
     redis_support::init_tracing();
     let seed = proxy_support::seed("kafka through a proxy");
     let mut rng = Rng::new(seed);

@@ -52,26 +52,9 @@ fn parse_key(input: ParseStream) -> syn::Result<(String, Span)> {
 }
 
 fn suggestion(found: &str) -> String {
-    KEYS.iter()
-        .map(|k| (strsim_distance(found, k), *k))
-        .filter(|(d, _)| *d <= 3)
-        .min()
-        .map(|(_, k)| format!(" (did you mean `{k}`?)"))
+    openedx_events_rules::suggest::nearest(found, &KEYS)
+        .map(|k| format!(" (did you mean `{k}`?)"))
         .unwrap_or_default()
-}
-
-/// Plain Levenshtein distance, for the three key names only.
-fn strsim_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 impl Parse for Entry {
@@ -182,7 +165,7 @@ struct CheckedRoute {
     enabled: LitBool,
 }
 
-fn validate(blocks: &[EventBlock]) -> syn::Result<Vec<(TokenStream, bool, Vec<CheckedRoute>)>> {
+fn validate(blocks: &[EventBlock]) -> syn::Result<Vec<Vec<CheckedRoute>>> {
     let mut errors: Option<syn::Error> = None;
     let mut push = |e: syn::Error| match &mut errors {
         Some(all) => all.combine(e),
@@ -191,7 +174,7 @@ fn validate(blocks: &[EventBlock]) -> syn::Result<Vec<(TokenStream, bool, Vec<Ch
     let mut seen_types: HashMap<String, Span> = HashMap::new();
     let mut out = Vec::new();
     for block in blocks {
-        let ty = match &block.event {
+        match &block.event {
             EventRef::TypeString(lit) => match valid::event_type(lit) {
                 Ok(t) => {
                     if seen_types.insert(t.clone(), lit.span()).is_some() {
@@ -200,16 +183,14 @@ fn validate(blocks: &[EventBlock]) -> syn::Result<Vec<(TokenStream, bool, Vec<Ch
                             format!("event type {t:?} is listed twice; put all its topics in one list"),
                         ));
                     }
-                    let alias = format_ident!("{}", valid::alias_name(&t), span = lit.span());
-                    quote!(#alias)
                 }
                 Err(e) => {
                     push(e);
                     continue;
                 }
             },
-            EventRef::Path(p) => quote!(#p),
-        };
+            EventRef::Path(_) => {}
+        }
         let mut topics: HashMap<String, Span> = HashMap::new();
         let mut routes = Vec::new();
         for entry in &block.entries {
@@ -258,7 +239,7 @@ fn validate(blocks: &[EventBlock]) -> syn::Result<Vec<(TokenStream, bool, Vec<Ch
                 Err(e) => push(e),
             }
         }
-        out.push((ty, matches!(block.event, EventRef::TypeString(_)), routes));
+        out.push(routes);
     }
     match errors {
         Some(e) => Err(e),
@@ -266,45 +247,100 @@ fn validate(blocks: &[EventBlock]) -> syn::Result<Vec<(TokenStream, bool, Vec<Ch
     }
 }
 
+/// One route: the key path checked during constant evaluation (against the field tree
+/// the event's macro emitted), then read by generated field access.
+///
+/// If the check fails, its constant panics with the start-up check's sentence, spanned at
+/// the path, and `__Keyed` is an error type: the compiler then reports nothing else about
+/// the route (no `no field` error, and none of its `help:`s that would replace the string).
+fn route(r: &CheckedRoute) -> TokenStream {
+    let span = r.key_lit.span();
+    let topic = &r.topic;
+    let path = &r.key_lit;
+    let enabled = &r.enabled;
+    let first = &r.segments[0];
+    let steps = r.segments[1..]
+        .iter()
+        .map(|f| quote_spanned!(span=> let __v = &::openedx_events::__private::nav(__v)?.#f;));
+    let check = quote_spanned! {span=>
+        const EVENT_KEY_FIELD: usize = ::openedx_events::__private::key_path_of::<__Event>(#path);
+    };
+    quote! {{
+        #check
+        type __Keyed = <[(); EVENT_KEY_FIELD] as ::openedx_events::__private::Pick<__Event>>::Out;
+        ::openedx_events::__private::compiled_route::<__Keyed>(#topic, #path, #enabled, |__e: &__Keyed| {
+            let __v = &__e.#first;
+            #(#steps)*
+            ::openedx_events::__private::key_of(__v)
+        })
+    }}
+}
+
+/// Pushes the routes of one event (named `__Event` inside) onto `__openedx_routes`.
+fn event_block(event: &EventRef, routes: &[CheckedRoute]) -> TokenStream {
+    let routes: Vec<TokenStream> = routes
+        .iter()
+        .map(|r| {
+            let r = route(r);
+            quote!(__openedx_routes.push(#r);)
+        })
+        .collect();
+    let lit = match event {
+        EventRef::Path(p) => {
+            return quote! {{
+                type __Event = #p;
+                #(#routes)*
+            }}
+        }
+        EventRef::TypeString(lit) => lit,
+    };
+    let t = lit.value();
+    let alias = format_ident!("{}", valid::alias_name(&t), span = lit.span());
+    if crate::expand::declared_here(&t) {
+        // An event of this crate, declared before: its alias is in scope wherever the
+        // user brought it (an import inside a function body too).
+        return quote! {{
+            type __Event = #alias;
+            #(#routes)*
+        }};
+    }
+    // A catalog event, an event of another crate, or a mistake. The alias is looked up
+    // among the catalog's aliases and the names of this module; if neither has it, it is
+    // the fallback below, whose check says what is wrong instead of the compiler's
+    // "cannot find type `__openedx_event__...`".
+    let seen = crate::expand::declared_types();
+    let check = quote_spanned! {lit.span()=>
+        const EVENT_TYPE: usize = ::openedx_events::__private::event_in_scope(
+            <#alias as ::openedx_events::__private::MaybeEvent>::EVENT_TYPE,
+            #lit,
+            &[#(#seen),*],
+        );
+    };
+    quote! {{
+        #[allow(non_camel_case_types, dead_code)]
+        type #alias = ::openedx_events::__private::UnknownEvent;
+        {
+            #[allow(unused_imports)]
+            use self::*;
+            #[allow(unused_imports)]
+            use ::openedx_events::catalog::__aliases::*;
+            #check
+            type __Event = <[(); EVENT_TYPE] as ::openedx_events::__private::Pick<#alias>>::Out;
+            #(#routes)*
+        }
+    }}
+}
+
 pub fn expand(input: TokenStream) -> syn::Result<TokenStream> {
     let blocks = parse(input)?;
     let checked = validate(&blocks)?;
-    let mut routes = Vec::new();
-    for (ty, by_string, list) in &checked {
-        for r in list {
-            let span = r.key_lit.span();
-            let topic = &r.topic;
-            let path = &r.key_lit;
-            let enabled = &r.enabled;
-            let first = &r.segments[0];
-            let steps = r.segments[1..]
-                .iter()
-                .map(|f| quote_spanned!(span=> let __v = &::openedx_events::__private::nav(__v)?.#f;));
-            let extract = quote_spanned! {span=>
-                |__e: &#ty| {
-                    let __v = &__e.#first;
-                    #(#steps)*
-                    ::openedx_events::__private::key_of(__v)
-                }
-            };
-            let route = quote! {
-                ::openedx_events::__private::compiled_route::<#ty>(#topic, #path, #enabled, #extract)
-            };
-            routes.push(if *by_string {
-                // A type string names the hidden alias its event emits: catalog events are found
-                // through the catalog's aliases, the user's own through those in scope here. The
-                // glob stays inside this block, so it cannot shadow the user's own names.
-                quote! {{
-                    #[allow(unused_imports)]
-                    use ::openedx_events::catalog::__aliases::*;
-                    #route
-                }}
-            } else {
-                route
-            });
-        }
-    }
-    Ok(quote! {
-        ::openedx_events::__private::CompiledConfig::new(::std::vec::Vec::from([#(#routes),*]))
-    })
+    let events = blocks
+        .iter()
+        .zip(&checked)
+        .map(|(b, routes)| event_block(&b.event, routes));
+    Ok(quote! {{
+        let mut __openedx_routes = ::std::vec::Vec::new();
+        #(#events)*
+        ::openedx_events::__private::CompiledConfig::new(__openedx_routes)
+    }})
 }

@@ -1,6 +1,9 @@
 //! Code generation for `#[openedx_event]` and `#[derive(EventData)]`: small impls
 //! that call into `openedx_events::__private`.
 
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
@@ -10,15 +13,15 @@ use crate::ast::Record;
 use crate::{attr, valid};
 
 /// `#[derive(EventData)]`.
-pub fn data(input: DeriveInput) -> syn::Result<TokenStream> {
-    let record = Record::from_input(&input, "#[derive(EventData)]")?;
+pub fn data(input: &DeriveInput) -> syn::Result<TokenStream> {
+    let record = Record::from_input(input, "#[derive(EventData)]")?;
     let name = attr::record_name(&input.attrs)?.map_or_else(|| record.ident.to_string(), |l| l.value());
     let ident = record.ident;
     let common = record_impls(&record, &name);
     Ok(quote! {
         #common
         impl ::openedx_events::__private::EventField for #ident {
-            const SHAPE: ::openedx_events::__private::Shape = ::openedx_events::__private::Shape::Record(#name);
+            const SHAPE: ::openedx_events::__private::Shape = ::openedx_events::__private::Shape::Record(<Self as ::openedx_events::__private::EventDataInfo>::RECORD);
             fn avro_schema(cx: &mut ::openedx_events::__private::SchemaContext) -> ::openedx_events::__private::serde_json::Value {
                 ::openedx_events::__private::avro_record_schema::<Self>(cx)
             }
@@ -38,6 +41,32 @@ pub fn data(input: DeriveInput) -> syn::Result<TokenStream> {
     })
 }
 
+/// The error of a failed `#[derive(EventData)]`, and a stand-in `EventField` impl that is
+/// never called (it cannot be: the build fails), so that every use of the type as a field
+/// compiles and the derive's error is the only one (as thiserror does on error).
+pub fn data_fallback(input: &DeriveInput, error: syn::Error) -> TokenStream {
+    let error = error.into_compile_error();
+    if !input.generics.params.is_empty() {
+        return error;
+    }
+    let ident = &input.ident;
+    quote! {
+        #error
+        impl ::openedx_events::__private::EventField for #ident {
+            const SHAPE: ::openedx_events::__private::Shape = ::openedx_events::__private::Shape::Bytes;
+            fn avro_schema(_: &mut ::openedx_events::__private::SchemaContext) -> ::openedx_events::__private::serde_json::Value {
+                ::std::unreachable!()
+            }
+            fn serialize_field<__S: ::openedx_events::__private::serde::Serializer>(&self, _: __S) -> ::std::result::Result<__S::Ok, __S::Error> {
+                ::std::unreachable!()
+            }
+            fn deserialize_field<'de, __D: ::openedx_events::__private::serde::Deserializer<'de>>(_: __D) -> ::std::result::Result<Self, __D::Error> {
+                ::std::unreachable!()
+            }
+        }
+    }
+}
+
 /// The input item as given (without the `#[event_data]` attributes that only the derive
 /// knows), followed by the error.
 pub fn with_error(mut input: DeriveInput, error: syn::Error) -> TokenStream {
@@ -47,6 +76,25 @@ pub fn with_error(mut input: DeriveInput, error: syn::Error) -> TokenStream {
         #input
         #error
     }
+}
+
+/// The type strings of the events declared so far in this crate (this compiler process
+/// expands one crate): `producer_config!` names them directly, and suggests the closest of
+/// them for a type string that names no event.
+static DECLARED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+fn declared() -> std::sync::MutexGuard<'static, BTreeSet<String>> {
+    DECLARED.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Whether an event of this type string was declared before in this crate.
+pub fn declared_here(event_type: &str) -> bool {
+    declared().contains(event_type)
+}
+
+/// The type strings of the events declared before in this crate.
+pub fn declared_types() -> Vec<String> {
+    declared().iter().cloned().collect()
 }
 
 /// `#[openedx_event("...")]`.
@@ -60,6 +108,16 @@ pub fn event(args: TokenStream, input: &DeriveInput) -> syn::Result<TokenStream>
             "#[event_data] does not apply to an event: its Avro record is always `CloudEvent`",
         ));
     }
+    if !derives(&input.attrs, "Debug") {
+        return Err(syn::Error::new(
+            input.ident.span(),
+            format!(
+                "an #[openedx_event] struct must implement `Debug` (events are logged and printed with `{{:?}}`): \
+                 add `#[derive(Clone, Debug)]` below `#[openedx_event(...)]`, as in `#[derive(Clone, Debug)] pub struct {} {{ ... }}`",
+                input.ident
+            ),
+        ));
+    }
     let ident = record.ident;
     let vis = record.vis;
     let minor = match &args.minor_version {
@@ -70,6 +128,7 @@ pub fn event(args: TokenStream, input: &DeriveInput) -> syn::Result<TokenStream>
     let alias = format_ident!("{}", valid::alias_name(&event_type), span = args.event_type.span());
     let common = record_impls(&record, "CloudEvent");
     let rust_type = ident.to_string();
+    declared().insert(event_type.clone());
     Ok(quote! {
         #input
         #common
@@ -96,6 +155,14 @@ pub fn event(args: TokenStream, input: &DeriveInput) -> syn::Result<TokenStream>
     })
 }
 
+/// Whether a `#[derive(...)]` among `attrs` names `name` (`Debug`, `std::fmt::Debug`...).
+fn derives(attrs: &[syn::Attribute], name: &str) -> bool {
+    attrs.iter().filter(|a| a.path().is_ident("derive")).any(|a| {
+        a.parse_args_with(syn::punctuated::Punctuated::<syn::Path, syn::Token![,]>::parse_terminated)
+            .is_ok_and(|paths| paths.iter().any(|p| p.segments.last().is_some_and(|s| s.ident == name)))
+    })
+}
+
 /// The impls shared by events and data records: field checks, serde, record info.
 ///
 /// Nothing here declares an item or a type parameter a field type could be shadowed by:
@@ -112,14 +179,16 @@ fn record_impls(record: &Record, record_name: &str) -> TokenStream {
     let locals: Vec<_> = (0..n).map(|i| format_ident!("__f{}", i)).collect();
     let indices: Vec<usize> = (0..n).collect();
 
-    let asserts = tys.iter().map(|ty| {
+    // Each field's shape, spanned at its type: an unsupported type is reported there, once,
+    // and the constant below (always evaluated) runs each type's checks.
+    let shapes = tys.iter().map(|ty| {
         quote_spanned! {ty.span()=>
-            const _: () = ::openedx_events::__private::assert_field::<#ty>();
+            ::openedx_events::__private::field_shape::<#ty>()
         }
     });
 
     quote! {
-        #(#asserts)*
+        const _: &::openedx_events::__private::Record = <#ident as ::openedx_events::__private::EventDataInfo>::RECORD;
 
         impl ::openedx_events::__private::EventDataInfo for #ident {
             const RECORD_NAME: &'static str = #record_name;
@@ -127,6 +196,10 @@ fn record_impls(record: &Record, record_name: &str) -> TokenStream {
                 #(::openedx_events::__private::FieldInfo { name: #names, rust_type: #ty_strs, doc: #docs },)*
             ];
             const FIELD_NAMES: &'static [&'static str] = &[#(#names),*];
+            const RECORD: &'static ::openedx_events::__private::Record = &::openedx_events::__private::Record {
+                name: #record_name,
+                fields: &[#(::openedx_events::__private::RecordField { name: #names, shape: #shapes },)*],
+            };
             fn avro_fields(cx: &mut ::openedx_events::__private::SchemaContext) -> ::std::vec::Vec<::openedx_events::__private::serde_json::Value> {
                 ::std::vec![#(::openedx_events::__private::avro_field_entry::<#tys>(#names, cx)),*]
             }

@@ -14,6 +14,7 @@ pub use crate::data::{
 pub use crate::event::{EventDescriptor, OpenEdxEvent};
 pub use crate::event_key::{EventKey, KeyPathError};
 pub use crate::signal::Signal;
+pub use openedx_events_rules::key_path::{Field as RecordField, Record};
 
 /// Checks at compile time that a field type is supported (the error points at the type),
 /// and that it holds no `Option` directly inside an `Option`.
@@ -25,6 +26,13 @@ pub const fn assert_field<T: EventField>() {
              `Some(None)` could not be told from `None` on the wire; use a single `Option`"
         );
     }
+}
+
+/// The shape of a field of type `T`, after [`assert_field`]'s checks: what the record's
+/// field tree (`EventDataInfo::RECORD`) holds for it.
+pub const fn field_shape<T: EventField>() -> crate::data::Shape {
+    assert_field::<T>();
+    T::SHAPE
 }
 
 /// Checks at compile time that a key path ends on a scalar (the error points at the path).
@@ -62,4 +70,63 @@ impl<T: EventDataInfo> Navigate for Option<T> {
 /// Goes one step down an `event_key_field` path.
 pub fn nav<T: Navigate>(value: &T) -> Option<&T::Record> {
     value.navigate()
+}
+
+/// `<[(); N] as Pick<T>>::Out` is `T` when `N` is 1: `producer_config!` names the event
+/// type through it, with `N` the constant that checks the route. When that check fails
+/// (its constant panics with the message), the type is an error, and the compiler says
+/// nothing more about the route.
+pub trait Pick<T: ?Sized> {
+    /// `T`.
+    type Out: ?Sized;
+}
+
+impl<T: ?Sized> Pick<T> for [(); 1] {
+    type Out = T;
+}
+
+/// The type string of an event, or `None` for [`UnknownEvent`].
+pub trait MaybeEvent {
+    /// The type string, if an event.
+    const EVENT_TYPE: Option<&'static str>;
+}
+
+impl<E: OpenEdxEvent> MaybeEvent for E {
+    const EVENT_TYPE: Option<&'static str> = Some(E::EVENT_TYPE);
+}
+
+/// What a type string in `producer_config!` names when no event in scope has it.
+pub enum UnknownEvent {}
+
+impl MaybeEvent for UnknownEvent {
+    const EVENT_TYPE: Option<&'static str> = None;
+}
+
+/// The build-time check of a type string in `producer_config!`: 1 when `found` (the
+/// event the string names in scope) exists; else a panic (a build error at the string)
+/// with the start-up check's sentence, suggesting the closest catalog event or event
+/// declared in this crate (`declared`).
+pub const fn event_in_scope(found: Option<&str>, wanted: &str, declared: &[&str]) -> usize {
+    if found.is_some() {
+        return 1;
+    }
+    let suggestion = openedx_events_rules::suggest::nearest_of(wanted, crate::catalog::EVENT_TYPES, declared);
+    let text = openedx_events_rules::event_type::unknown(wanted, suggestion).push(
+        " (a type string names a catalog event, or an #[openedx_event] struct declared in this crate or \
+         imported into this module; or write the struct's path instead)",
+    );
+    panic!("{}", text.as_str())
+}
+
+/// The build-time check of an `event_key_field` in `producer_config!`: 1 when `path`
+/// resolves to a scalar field of `E`; else a panic (a build error at the path) with the
+/// start-up check's sentence.
+pub const fn key_path_of<E: OpenEdxEvent>(path: &str) -> usize {
+    match openedx_events_rules::key_path::resolve(E::RECORD, path) {
+        Ok(_) => 1,
+        Err(problem) => {
+            let text = openedx_events_rules::key_path::bad_key_path(path, problem.text().as_str());
+            panic!("{}", text.as_str())
+        }
+    }
 }

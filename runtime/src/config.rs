@@ -72,8 +72,9 @@ pub enum ConfigError {
     /// The top level, or an event type's entry, has the wrong shape.
     #[error("{0}")]
     Shape(String),
-    /// No registered event has this type.
-    #[error("no event of type {event_type:?} is registered in this binary{}", suggestion.as_ref().map(|s| format!("; did you mean {s:?}?")).unwrap_or_default())]
+    /// No registered event has this type. The sentence is the one `producer_config!`
+    /// gives for the same mistake; a string that is not an event type at all says why.
+    #[error("{}{}", openedx_events_rules::event_type::unknown(event_type, suggestion.as_deref()), openedx_events_rules::event_type::check(event_type).err().map(|e| format!(" ({e})")).unwrap_or_default())]
     UnknownEventType {
         /// The type string.
         event_type: String,
@@ -123,17 +124,17 @@ pub enum ConfigError {
         topic: String,
     },
     /// The topic name is not a legal Kafka topic name.
-    #[error("{event_type}: topic {topic:?} is not a valid topic name: {reason}")]
+    #[error("{event_type}: {}", openedx_events_rules::topic::message(topic, reason))]
     IllegalTopic {
         /// The event type.
         event_type: String,
         /// The topic.
         topic: String,
         /// Why.
-        reason: &'static str,
+        reason: TopicError,
     },
     /// The key path does not resolve to a scalar field of the event.
-    #[error("{event_type} / topic {topic:?}: bad event_key_field {path:?}: {source}")]
+    #[error("{event_type} / topic {topic:?}: {}", openedx_events_rules::key_path::bad_key_path(path, &source.to_string()))]
     BadKeyPath {
         /// The event type.
         event_type: String,
@@ -174,30 +175,19 @@ impl From<ConfigError> for ConfigErrors {
     }
 }
 
+/// Why a topic name is refused (the rules crate's, which `producer_config!` applies too).
+pub use openedx_events_rules::topic::TopicError;
+
 /// Checks a topic name against Kafka's rules: 1 to 249 characters of
 /// `[A-Za-z0-9._-]`, and not `.` or `..`.
 ///
 /// ```
-/// assert!(openedx_events::config::check_topic_name("course-catalog.v1").is_ok());
-/// assert!(openedx_events::config::check_topic_name("bad topic").is_err());
+/// use openedx_events::config::{check_topic_name, TopicError};
+/// assert!(check_topic_name("course-catalog.v1").is_ok());
+/// assert_eq!(check_topic_name("bad topic"), Err(TopicError::BadChar(' ')));
 /// ```
-pub fn check_topic_name(topic: &str) -> Result<(), &'static str> {
-    if topic.is_empty() {
-        return Err("it is empty");
-    }
-    if topic.len() > 249 {
-        return Err("it is longer than 249 characters");
-    }
-    if topic == "." || topic == ".." {
-        return Err("`.` and `..` are reserved");
-    }
-    if !topic
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    {
-        return Err("only ASCII letters, digits, `.`, `_` and `-` are allowed");
-    }
-    Ok(())
+pub fn check_topic_name(topic: &str) -> Result<(), TopicError> {
+    openedx_events_rules::topic::check(topic)
 }
 
 fn json_type(v: &Value) -> &'static str {
@@ -598,14 +588,19 @@ fn read_settings(
     s
 }
 
-/// The registered event type closest to `wanted` (by edit distance), if close.
+/// The registered event type closest to `wanted` (by the rules crate's "did you mean"
+/// distance, which `producer_config!` uses too), if close.
+///
+/// ```
+/// use openedx_events::config::closest_event_type;
+/// assert_eq!(
+///     closest_event_type("org.openedx.learning.course.enrollment.create.v1").as_deref(),
+///     Some("org.openedx.learning.course.enrollment.created.v1")
+/// );
+/// ```
 pub fn closest_event_type(wanted: &str) -> Option<String> {
-    registry::events()
-        .into_iter()
-        .map(|d| (strsim::levenshtein(wanted, d.event_type), d.event_type))
-        .filter(|(d, t)| *d <= (t.len() / 4).max(3))
-        .min()
-        .map(|(_, t)| t.to_owned())
+    let events = registry::events();
+    openedx_events_rules::suggest::nearest_in(wanted, events.iter().map(|d| d.event_type)).map(str::to_owned)
 }
 
 /// One validated (event type, topic) pair.

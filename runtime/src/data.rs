@@ -129,32 +129,9 @@ pub struct RecordNameClash {
     pub second: &'static str,
 }
 
-/// The broad shape of a field type, used in messages about key paths.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shape {
-    /// A value with no inner fields; carries the Avro primitive it is written as.
-    Scalar(&'static str),
-    /// A record with named fields.
-    Record(&'static str),
-    /// An Avro array.
-    List,
-    /// An Avro map.
-    Map,
-    /// Raw bytes (not usable as a key).
-    Bytes,
-}
-
-impl fmt::Display for Shape {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Shape::Scalar(t) => write!(f, "a scalar ({t})"),
-            Shape::Record(n) => write!(f, "a record ({n})"),
-            Shape::List => f.write_str("a list"),
-            Shape::Map => f.write_str("a map"),
-            Shape::Bytes => f.write_str("raw bytes"),
-        }
-    }
-}
+/// The broad shape of a field type, used in messages about key paths (the rules
+/// crate's, so that build time and start-up describe a field alike).
+pub use openedx_events_rules::key_path::Shape;
 
 /// Reads the key of an event (or of one of its parts) without any string lookup:
 /// built once from an `event_key_field` path, called once per event.
@@ -775,6 +752,10 @@ pub trait EventDataInfo: Sized + Send + Sync + 'static {
     /// The field names, in declaration order.
     #[doc(hidden)]
     const FIELD_NAMES: &'static [&'static str];
+    /// The record's field tree, which `event_key_field` paths are checked against (at
+    /// build time by `producer_config!`, at start-up by the configuration check).
+    #[doc(hidden)]
+    const RECORD: &'static openedx_events_rules::key_path::Record;
 
     /// The Avro field entries of this record, in order.
     fn avro_fields(cx: &mut SchemaContext) -> Vec<Value>;
@@ -906,6 +887,7 @@ pub fn no_such_field<T: EventDataInfo>(segment: &str) -> KeyPathError {
         field: segment.to_owned(),
         record: T::RECORD_NAME.to_owned(),
         valid: T::FIELDS.iter().map(|f| f.name.to_owned()).collect(),
+        suggestion: None,
     }
 }
 
@@ -933,7 +915,7 @@ pub fn record_key<T: EventDataInfo>(field: &'static str, path: &[&str]) -> Resul
     if path.is_empty() {
         return Err(KeyPathError::NotScalar {
             field: field.to_owned(),
-            shape: Shape::Record(T::RECORD_NAME).to_string(),
+            shape: Shape::Record(T::RECORD).to_string(),
         });
     }
     T::resolve_key_path(path)

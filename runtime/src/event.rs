@@ -281,13 +281,12 @@ pub trait EventOps: Send + Sync {
 
 struct Ops<E>(std::marker::PhantomData<fn() -> E>);
 
-/// Splits a period-delimited key path, refusing empty segments.
+/// Splits a period-delimited key path, refusing one that is not a list of field names
+/// (the rules crate's syntax, which `producer_config!` applies too).
 pub fn split_key_path(path: &str) -> Result<Vec<&str>, KeyPathError> {
-    let parts: Vec<&str> = path.split('.').collect();
-    if parts.iter().any(|p| p.is_empty()) {
-        return Err(KeyPathError::Empty { path: path.to_owned() });
-    }
-    Ok(parts)
+    openedx_events_rules::key_path::check_syntax(path)
+        .map_err(|e| KeyPathError::from(openedx_events_rules::key_path::Problem::Syntax(e)))?;
+    Ok(path.split('.').collect())
 }
 
 impl<E: OpenEdxEvent> EventOps for Ops<E> {
@@ -307,6 +306,9 @@ impl<E: OpenEdxEvent> EventOps for Ops<E> {
         E::avro_schema()
     }
     fn resolve_key(&self, path: &str) -> Result<ErasedKey, KeyPathError> {
+        // The rules crate's check, as `producer_config!` runs it at build time: the same
+        // mistake gets the same sentence (and the same suggestion).
+        openedx_events_rules::key_path::resolve(E::RECORD, path)?;
         let parts = split_key_path(path)?;
         let resolved = E::resolve_key_path(&parts)?;
         let typed = resolved.accessor;

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use openedx_events_rules::key_path as rules;
+
 /// The key of one produced event, read from its `event_key_field`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventKey {
@@ -38,17 +40,26 @@ impl fmt::Display for EventKey {
     }
 }
 
-/// Why an `event_key_field` path does not resolve to a scalar field.
+/// Why an `event_key_field` path does not resolve to a scalar field. The sentences are
+/// the rules crate's: `producer_config!` reports the same mistake with the same words.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyPathError {
     /// The path is empty or has an empty segment.
-    #[error("event_key_field {path:?} is empty or has an empty segment")]
+    #[error("{}", rules::empty(path))]
     Empty {
         /// The whole path.
         path: String,
     },
+    /// A segment cannot name a field (`self`, `_`, `usage-key`...).
+    #[error("{}", rules::not_a_field_name(path, segment))]
+    NotAFieldName {
+        /// The whole path.
+        path: String,
+        /// The segment.
+        segment: String,
+    },
     /// A segment names no field of the record it is looked up in.
-    #[error("no field `{field}` in {record}; valid fields: {}", valid.join(", "))]
+    #[error("{}", rules::no_such_field(field, record, &valid.join(", "), suggestion.as_deref()))]
     NoSuchField {
         /// The segment.
         field: String,
@@ -56,9 +67,11 @@ pub enum KeyPathError {
         record: String,
         /// The fields the record has.
         valid: Vec<String>,
+        /// The whole path corrected, when every wrong segment is close to a field name.
+        suggestion: Option<String>,
     },
     /// The path goes on past a field that has no fields.
-    #[error("field `{field}` is {shape}, it has no field `{next}`")]
+    #[error("{}", rules::not_a_record(field, shape, next))]
     NotARecord {
         /// The field the path goes through.
         field: String,
@@ -68,11 +81,44 @@ pub enum KeyPathError {
         next: String,
     },
     /// The path ends on a record, list or map.
-    #[error("event_key_field must end on a scalar field, but `{field}` is {shape}")]
+    #[error("{}", rules::not_scalar(field, shape))]
     NotScalar {
         /// The last field of the path.
         field: String,
         /// What it is.
         shape: String,
     },
+}
+
+impl From<rules::Problem<'_>> for KeyPathError {
+    fn from(problem: rules::Problem<'_>) -> Self {
+        match problem {
+            rules::Problem::Syntax(rules::SyntaxError::Empty { path }) => KeyPathError::Empty { path: path.to_owned() },
+            rules::Problem::Syntax(rules::SyntaxError::NotAFieldName { path, segment }) => {
+                KeyPathError::NotAFieldName {
+                    path: path.to_owned(),
+                    segment: segment.to_owned(),
+                }
+            }
+            rules::Problem::NoSuchField {
+                field,
+                record,
+                suggestion,
+            } => KeyPathError::NoSuchField {
+                field: field.to_owned(),
+                record: record.name.to_owned(),
+                valid: record.fields.iter().map(|f| f.name.to_owned()).collect(),
+                suggestion: suggestion.map(|s| s.as_str().to_owned()),
+            },
+            rules::Problem::NotARecord { field, shape, next } => KeyPathError::NotARecord {
+                field: field.to_owned(),
+                shape: shape.to_string(),
+                next: next.to_owned(),
+            },
+            rules::Problem::NotScalar { field, shape } => KeyPathError::NotScalar {
+                field: field.to_owned(),
+                shape: shape.to_string(),
+            },
+        }
+    }
 }
