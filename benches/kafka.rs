@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use kafka_support::KafkaEnv;
 use openedx_events::catalog::content_authoring::*;
-use openedx_events::kafka::registry::{frame_header, key_subject, value_subject, SchemaRegistryClient};
 use openedx_events::kafka::producer::headers_for;
+use openedx_events::kafka::registry::{frame_header, key_subject, value_subject, SchemaRegistryClient};
 use openedx_events::kafka::KafkaProducer;
 use openedx_events::kafka::{KafkaConsumer, KafkaConsumerOptions};
 use openedx_events::produce::{Producer as _, ProducerRecord};

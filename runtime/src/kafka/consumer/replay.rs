@@ -57,6 +57,7 @@ impl ConsumerContext for ReplayContext {
                     .iter()
                     .map(|e| e.partition())
                     .collect();
+                tracing::info!(topic = %self.topic, partitions = ?partitions, "partitions assigned");
                 for p in partitions {
                     if let Some(&offset) = pending.get(&p) {
                         tracing::info!(topic = %self.topic, partition = p, offset = ?offset, "replaying from offset");
@@ -72,6 +73,12 @@ impl ConsumerContext for ReplayContext {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let partitions: Vec<i32> = tpl
+                    .elements_for_topic(&self.topic)
+                    .iter()
+                    .map(|e| e.partition())
+                    .collect();
+                tracing::info!(topic = %self.topic, partitions = ?partitions, "partitions revoked");
                 if cooperative {
                     consumer.incremental_unassign(tpl)
                 } else {
