@@ -1572,29 +1572,13 @@ async fn kafka_producer_and_consumer_through_broker_faults_lose_double_and_reord
     // Produce under faults.
     let n = 3000usize;
     let producer = Arc::new(KafkaProducer::from_settings(&settings).unwrap());
-    let mut sent: HashMap<uuid::Uuid, usize> = HashMap::new();
-    let mut records = Vec::new();
-    for seq in 0..n {
-        let data = xblock(seq);
-        let r = kafka_support::usage_key_record(&topic, &data.xblock_info.usage_key, data.clone());
-        sent.insert(r.metadata.id, seq);
-        records.push((r, rng.chance(5)));
-    }
+    let (sent, records) = kafka_records(&topic, n, &mut rng);
     let producing = {
-        let producer = producer.clone();
-        tokio::spawn(async move {
-            let mut refused = Vec::new();
-            for (r, pause) in records {
-                let id = r.metadata.id;
-                if let Err(e) = producer.produce(r) {
-                    refused.push(format!("{id}: {e}"));
-                }
-                if pause {
-                    tokio::time::sleep(Duration::from_millis(25)).await;
-                }
-            }
-            refused
-        })
+        tokio::spawn(produce_with_pauses(
+            producer.clone(),
+            records,
+            Duration::from_millis(25),
+        ))
     };
     let produced_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (refused, mut faults) = {
@@ -1617,35 +1601,12 @@ async fn kafka_producer_and_consumer_through_broker_faults_lose_double_and_reord
         tokio::join!(wait, schedule)
     };
     let shutdown = producer.shutdown(Duration::from_secs(30)).await;
-    let written = {
-        let env_reader: rdkafka::consumer::BaseConsumer = rdkafka::config::ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("group.id", kafka_support::unique("reader"))
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
-        read_topic(&env_reader, &topic, partitions, n)
-    };
-    let in_topic: Vec<uuid::Uuid> = written.iter().map(|(_, id)| *id).collect();
-    // Order per key: a key lives on one partition, so its order is the partition's.
-    let mut by_partition: Vec<uuid::Uuid> = Vec::new();
-    for p in 0..partitions {
-        by_partition.extend(written.iter().filter(|(part, _)| *part == p).map(|(_, id)| *id));
-    }
+    let (in_topic, by_partition) = topic_ids(&bootstrap, &topic, partitions, n);
     let produced = judge(&sent, &by_partition);
     faults.push("-- consumer --".to_owned());
 
     // Consume under faults.
-    let deliveries: Arc<Mutex<Vec<uuid::Uuid>>> = Arc::default();
-    {
-        let sent = sent.clone();
-        let deliveries = deliveries.clone();
-        XBlockPublished::signal().connect(move |env: &openedx_events::Envelope<XBlockPublished>| {
-            if sent.contains_key(&env.metadata.id) {
-                deliveries.lock().unwrap().push(env.metadata.id);
-            }
-        });
-    }
+    let deliveries = record_deliveries(&sent);
     let group = kafka_support::unique("g");
     let consumer = KafkaConsumer::new(&settings, "xblock", &group, KafkaConsumerOptions::default()).unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -1716,6 +1677,72 @@ async fn kafka_producer_and_consumer_through_broker_faults_lose_double_and_reord
             && dead == 0,
         "{report}"
     );
+}
+
+/// N XBlock events for `topic` keyed by usage key, each with a 5% chance of a pause after
+/// it, and the `seq` of each by id.
+fn kafka_records(topic: &str, n: usize, rng: &mut Rng) -> (HashMap<uuid::Uuid, usize>, Vec<(ProducerRecord, bool)>) {
+    let mut sent = HashMap::new();
+    let mut records = Vec::new();
+    for seq in 0..n {
+        let data = xblock(seq);
+        let r = kafka_support::usage_key_record(topic, &data.xblock_info.usage_key, data.clone());
+        sent.insert(r.metadata.id, seq);
+        records.push((r, rng.chance(5)));
+    }
+    (sent, records)
+}
+
+/// Produces `records` in order, sleeping `pause` after those marked; returns the refusals.
+async fn produce_with_pauses(
+    producer: Arc<openedx_events::kafka::KafkaProducer>,
+    records: Vec<(ProducerRecord, bool)>,
+    pause: Duration,
+) -> Vec<String> {
+    let mut refused = Vec::new();
+    for (r, pause_after) in records {
+        let id = r.metadata.id;
+        if let Err(e) = producer.produce(r) {
+            refused.push(format!("{id}: {e}"));
+        }
+        if pause_after {
+            tokio::time::sleep(pause).await;
+        }
+    }
+    refused
+}
+
+/// What a topic holds, read with a plain rdkafka reader: the ids in reading order, and
+/// the ids partition by partition (a key lives on one partition, so its order is the
+/// partition's).
+fn topic_ids(bootstrap: &str, topic: &str, partitions: i32, n: usize) -> (Vec<uuid::Uuid>, Vec<uuid::Uuid>) {
+    let reader: rdkafka::consumer::BaseConsumer = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", kafka_support::unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let written = read_topic(&reader, topic, partitions, n);
+    let in_topic = written.iter().map(|(_, id)| *id).collect();
+    let mut by_partition = Vec::new();
+    for p in 0..partitions {
+        by_partition.extend(written.iter().filter(|(part, _)| *part == p).map(|(_, id)| *id));
+    }
+    (in_topic, by_partition)
+}
+
+/// The ids of the XBlock events of `sent` the receivers get, in delivery order, each only
+/// with the data its id was sent with (a wrong payload under the right id counts as missing).
+fn record_deliveries(sent: &HashMap<uuid::Uuid, usize>) -> Arc<Mutex<Vec<uuid::Uuid>>> {
+    let deliveries: Arc<Mutex<Vec<uuid::Uuid>>> = Arc::default();
+    let sent = sent.clone();
+    let into = deliveries.clone();
+    XBlockPublished::signal().connect(move |env: &openedx_events::Envelope<XBlockPublished>| {
+        if sent.get(&env.metadata.id) == Some(&seq_of(&env.data)) {
+            into.lock().unwrap().push(env.metadata.id);
+        }
+    });
+    deliveries
 }
 
 /// Creates `topics` (name, partitions) through the admin API: tansu does not create a
@@ -1835,30 +1862,14 @@ async fn kafka_through_a_proxy_to_a_real_broker_loses_doubles_and_reorders_nothi
     // Produce under faults.
     let n = 2000usize;
     let producer = Arc::new(KafkaProducer::from_settings(&settings).unwrap());
-    let mut sent: HashMap<uuid::Uuid, usize> = HashMap::new();
-    let mut records = Vec::new();
-    for seq in 0..n {
-        let data = xblock(seq);
-        let r = kafka_support::usage_key_record(&topic, &data.xblock_info.usage_key, data.clone());
-        sent.insert(r.metadata.id, seq);
-        records.push((r, rng.chance(5)));
-    }
+    let (sent, records) = kafka_records(&topic, n, &mut rng);
     let (done, faults) = run_faults(proxy, seed, 60_000);
     let refused = {
-        let producer = producer.clone();
-        tokio::spawn(async move {
-            let mut refused = Vec::new();
-            for (r, pause) in records {
-                let id = r.metadata.id;
-                if let Err(e) = producer.produce(r) {
-                    refused.push(format!("{id}: {e}"));
-                }
-                if pause {
-                    tokio::time::sleep(Duration::from_millis(30)).await;
-                }
-            }
-            refused
-        })
+        tokio::spawn(produce_with_pauses(
+            producer.clone(),
+            records,
+            Duration::from_millis(30),
+        ))
         .await
         .unwrap()
     };
@@ -1872,35 +1883,11 @@ async fn kafka_through_a_proxy_to_a_real_broker_loses_doubles_and_reorders_nothi
     let mut history = vec![proxy.history()];
     proxy.log.clear();
 
-    let written = {
-        let reader: rdkafka::consumer::BaseConsumer = rdkafka::config::ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("group.id", kafka_support::unique("reader"))
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
-        read_topic(&reader, &topic, partitions, n)
-    };
-    let in_topic: Vec<uuid::Uuid> = written.iter().map(|(_, id)| *id).collect();
-    let mut by_partition: Vec<uuid::Uuid> = Vec::new();
-    for p in 0..partitions {
-        by_partition.extend(written.iter().filter(|(part, _)| *part == p).map(|(_, id)| *id));
-    }
+    let (in_topic, by_partition) = topic_ids(&bootstrap, &topic, partitions, n);
     let produced = judge(&sent, &by_partition);
 
     // Consume under faults.
-    let deliveries: Arc<Mutex<Vec<uuid::Uuid>>> = Arc::default();
-    {
-        let sent = sent.clone();
-        let deliveries = deliveries.clone();
-        XBlockPublished::signal().connect(move |env: &openedx_events::Envelope<XBlockPublished>| {
-            // Each delivery with the data its id was sent with (a wrong payload under the
-            // right id counts as missing).
-            if sent.get(&env.metadata.id) == Some(&seq_of(&env.data)) {
-                deliveries.lock().unwrap().push(env.metadata.id);
-            }
-        });
-    }
+    let deliveries = record_deliveries(&sent);
     let group = kafka_support::unique("g");
     let consumer = KafkaConsumer::new(&settings, "xblock", &group, KafkaConsumerOptions::default()).unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
