@@ -55,7 +55,8 @@
 //! This file: [`KafkaConsumer`] (set-up, the message loop, retries, dead letters; ~530
 //! lines: one state that every step uses). `options.rs`: options, stats, errors.
 //! `headers.rs`: headers read into metadata. `replay.rs`: replay offsets and the start
-//! of a partition for a time.
+//! of a partition for a time. `close.rs`: closing librdkafka's clients off the runtime's
+//! threads, however the consumer goes.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -69,12 +70,14 @@ use rdkafka::message::{BorrowedMessage, Header, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
+mod close;
 mod headers;
 mod options;
 mod replay;
 
 pub use options::{KafkaConsumerError, KafkaConsumerOptions, KafkaConsumerStats, Replay};
 
+use self::close::CloseOffRuntime;
 use self::headers::{bounded_reason, header_str, raw_metadata};
 use self::replay::{after_last_message, last_message_times, replay_start, ReplayContext, ReplayStart, TimeLookup};
 use super::client_config;
@@ -87,8 +90,8 @@ use crate::settings::Settings;
 
 /// A Kafka consumer of Open edX events on one topic.
 pub struct KafkaConsumer {
-    consumer: Arc<StreamConsumer<ReplayContext>>,
-    dead_letters: FutureProducer,
+    consumer: CloseOffRuntime<Arc<StreamConsumer<ReplayContext>>>,
+    dead_letters: CloseOffRuntime<FutureProducer>,
     registry: SchemaRegistryClient,
     topic: String,
     group: String,
@@ -151,8 +154,8 @@ impl KafkaConsumer {
         let registry = SchemaRegistryClient::from_settings(settings)?;
         let dead_letter_topic = options.common.dead_letter_for(&full);
         Ok(Self {
-            consumer: Arc::new(consumer),
-            dead_letters,
+            consumer: CloseOffRuntime::new(Arc::new(consumer)),
+            dead_letters: CloseOffRuntime::new(dead_letters),
             registry,
             topic: full,
             group: group.to_owned(),
@@ -178,7 +181,7 @@ impl KafkaConsumer {
             None => return Ok(()),
             Some(Replay::FromOffsets(list)) => list.iter().map(|&(p, o)| (p, Offset::Offset(o))).collect(),
             Some(Replay::FromTimestampMs(ts)) => {
-                let consumer = self.consumer.clone();
+                let consumer = Arc::clone(&self.consumer);
                 let topic = self.topic.clone();
                 let probe_config = self.probe_config.clone();
                 // Kafka reads a negative time as a logical offset (-1 latest, -2 earliest):
@@ -344,7 +347,7 @@ impl KafkaConsumer {
         let Self {
             consumer, dead_letters, ..
         } = self;
-        let clients = (consumer, dead_letters);
+        let clients = (consumer.take(), dead_letters.take());
         if fatal {
             let spawned = std::thread::Builder::new()
                 .name("kafka-consumer-close".into())
@@ -374,7 +377,7 @@ impl KafkaConsumer {
     }
 
     async fn commit(&self) {
-        let consumer = self.consumer.clone();
+        let consumer = Arc::clone(&self.consumer);
         let topic = self.topic.clone();
         let _ = tokio::task::spawn_blocking(move || match consumer.commit_consumer_state(CommitMode::Sync) {
             Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::error::RDKafkaErrorCode::NoOffset)) => {}
