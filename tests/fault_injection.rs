@@ -40,6 +40,9 @@ use redis_support::{unique, url, Cleanup};
 /// Keys the events are spread over; order is checked per key.
 const KEYS: usize = 16;
 
+/// How many times the Kafka consumer is stopped and started again under faults.
+const RESTARTS: usize = 6;
+
 /// Event `seq`: key `seq % KEYS`, and `seq` itself in `block_type`, to be read back.
 fn xblock(seq: usize) -> XBlockPublished {
     XBlockPublished {
@@ -199,14 +202,27 @@ fn short<T: std::fmt::Debug>(items: &[T]) -> String {
 
 /// The fault schedule in the background until `done`; returns the proxy with its history.
 fn run_faults(
+    proxy: FaultProxy,
+    seed: u64,
+    max_bytes_before_cut: u64,
+) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<FaultProxy>) {
+    run_faults_with_outage(proxy, seed, max_bytes_before_cut, None)
+}
+
+/// [`run_faults`] with one long outage, `(trigger, length)` (see
+/// `FaultProxy::run_schedule_with_outage`).
+fn run_faults_with_outage(
     mut proxy: FaultProxy,
     seed: u64,
     max_bytes_before_cut: u64,
+    outage: Option<(tokio::sync::watch::Receiver<bool>, Duration)>,
 ) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<FaultProxy>) {
     let (done_tx, done_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
         let mut rng = Rng::new(seed ^ 0x5eed);
-        proxy.run_schedule(&mut rng, max_bytes_before_cut, &done_rx).await;
+        proxy
+            .run_schedule_with_outage(&mut rng, max_bytes_before_cut, outage, &done_rx)
+            .await;
         proxy
     });
     (done_tx, task)
@@ -1601,12 +1617,12 @@ async fn kafka_producer_and_consumer_through_broker_faults_lose_double_and_reord
         tokio::join!(wait, schedule)
     };
     let shutdown = producer.shutdown(Duration::from_secs(30)).await;
-    let (in_topic, by_partition) = topic_ids(&bootstrap, &topic, partitions, n);
+    let (in_topic, by_partition, written) = topic_ids(&bootstrap, &topic, partitions, n);
     let produced = judge(&sent, &by_partition);
     faults.push("-- consumer --".to_owned());
 
     // Consume under faults.
-    let deliveries = record_deliveries(&sent);
+    let deliveries = record_deliveries(&sent, 0);
     let group = kafka_support::unique("g");
     let consumer = KafkaConsumer::new(&settings, "xblock", &group, KafkaConsumerOptions::default()).unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -1712,10 +1728,10 @@ async fn produce_with_pauses(
     refused
 }
 
-/// What a topic holds, read with a plain rdkafka reader: the ids in reading order, and
-/// the ids partition by partition (a key lives on one partition, so its order is the
-/// partition's).
-fn topic_ids(bootstrap: &str, topic: &str, partitions: i32, n: usize) -> (Vec<uuid::Uuid>, Vec<uuid::Uuid>) {
+/// What a topic holds, read with a plain rdkafka reader: the ids in reading order, the
+/// ids partition by partition (a key lives on one partition, so its order is the
+/// partition's), and (partition, id) in reading order.
+fn topic_ids(bootstrap: &str, topic: &str, partitions: i32, n: usize) -> (Vec<uuid::Uuid>, Vec<uuid::Uuid>, Written) {
     let reader: rdkafka::consumer::BaseConsumer = rdkafka::config::ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", kafka_support::unique("reader"))
@@ -1728,20 +1744,39 @@ fn topic_ids(bootstrap: &str, topic: &str, partitions: i32, n: usize) -> (Vec<uu
     for p in 0..partitions {
         by_partition.extend(written.iter().filter(|(part, _)| *part == p).map(|(_, id)| *id));
     }
-    (in_topic, by_partition)
+    (in_topic, by_partition, written)
 }
+
+/// A topic's messages as (partition, `ce_id`), in offset order per partition.
+type Written = Vec<(i32, uuid::Uuid)>;
 
 /// The ids of the XBlock events of `sent` the receivers get, in delivery order, each only
 /// with the data its id was sent with (a wrong payload under the right id counts as missing).
-fn record_deliveries(sent: &HashMap<uuid::Uuid, usize>) -> Arc<Mutex<Vec<uuid::Uuid>>> {
+/// With `max_ms` above 0 the receiver is async and takes 0 to `max_ms` ms (drawn from the
+/// event's sequence number) before it records the event, so that a consumer stopped in
+/// the middle of a message leaves it unrecorded.
+fn record_deliveries(sent: &HashMap<uuid::Uuid, usize>, max_ms: u64) -> Arc<Mutex<Vec<uuid::Uuid>>> {
     let deliveries: Arc<Mutex<Vec<uuid::Uuid>>> = Arc::default();
-    let sent = sent.clone();
+    let sent = Arc::new(sent.clone());
     let into = deliveries.clone();
-    XBlockPublished::signal().connect(move |env: &openedx_events::Envelope<XBlockPublished>| {
+    let record = move |env: &openedx_events::Envelope<XBlockPublished>| {
         if sent.get(&env.metadata.id) == Some(&seq_of(&env.data)) {
             into.lock().unwrap().push(env.metadata.id);
         }
-    });
+    };
+    if max_ms == 0 {
+        XBlockPublished::signal().connect(record);
+    } else {
+        let record = Arc::new(record);
+        XBlockPublished::signal().connect_async(move |env: openedx_events::Envelope<XBlockPublished>| {
+            let record = record.clone();
+            async move {
+                let ms = (seq_of(&env.data) as u64).wrapping_mul(0x9e37_79b9) % (max_ms + 1);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                record(&env);
+            }
+        });
+    }
     deliveries
 }
 
@@ -1771,6 +1806,21 @@ async fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) {
 
 /// The sum of a group's committed offsets over `partitions` partitions of `topic`.
 fn committed_sum(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> i64 {
+    committed_offsets(bootstrap, group, topic, partitions).iter().sum()
+}
+
+/// A group's committed offset of each of `partitions` partitions of `topic` (0 for none).
+fn committed_offsets(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    try_committed_offsets(bootstrap, group, topic, partitions).unwrap()
+}
+
+/// [`committed_offsets`], or why the broker did not say (e.g. under faults).
+fn try_committed_offsets(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<Vec<i64>, rdkafka::error::KafkaError> {
     use rdkafka::consumer::Consumer;
     let c: rdkafka::consumer::BaseConsumer = rdkafka::config::ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -1781,15 +1831,46 @@ fn committed_sum(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> 
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
-    let committed = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-    committed
+    let committed = c.committed_offsets(tpl, Duration::from_secs(10))?;
+    Ok(committed
         .elements()
         .iter()
         .map(|e| match e.offset() {
             rdkafka::Offset::Offset(o) => o,
             _ => 0,
         })
-        .sum::<i64>()
+        .collect())
+}
+
+/// Where `ids` are in the topic, as offset ranges per partition (`written`: (partition,
+/// id) in offset order per partition, from offset 0), e.g. `p0 [12-57, 60]`.
+fn offset_ranges(written: &[(i32, uuid::Uuid)], ids: &[uuid::Uuid]) -> String {
+    let wanted: HashSet<&uuid::Uuid> = ids.iter().collect();
+    let mut next: HashMap<i32, i64> = HashMap::new();
+    let mut found: std::collections::BTreeMap<i32, Vec<i64>> = Default::default();
+    for (p, id) in written {
+        let offset = next.entry(*p).or_default();
+        if wanted.contains(id) {
+            found.entry(*p).or_default().push(*offset);
+        }
+        *offset += 1;
+    }
+    let mut out = Vec::new();
+    for (p, offsets) in found {
+        let mut ranges: Vec<(i64, i64)> = Vec::new();
+        for o in offsets {
+            match ranges.last_mut() {
+                Some((_, end)) if *end + 1 == o => *end = o,
+                _ => ranges.push((o, o)),
+            }
+        }
+        let ranges: Vec<String> = ranges
+            .iter()
+            .map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+            .collect();
+        out.push(format!("p{p} [{}]", ranges.join(", ")));
+    }
+    out.join("; ")
 }
 
 /// First deliveries that break the order of `by_partition` (the topic's order per key),
@@ -1824,16 +1905,42 @@ fn order_breaks(
     breaks
 }
 
+/// The order check itself can fail: a key's events delivered out of the topic's order
+/// are found; other keys interleaving, and a redelivery after later events, are not breaks.
+#[test]
+fn the_order_check_finds_a_key_delivered_out_of_the_topics_order() {
+    let ids: Vec<uuid::Uuid> = (0..4 * KEYS).map(|_| uuid::Uuid::new_v4()).collect();
+    let sent: HashMap<uuid::Uuid, usize> = ids.iter().enumerate().map(|(seq, id)| (*id, seq)).collect();
+    assert!(order_breaks(&sent, &ids, &ids).is_empty());
+    // Events 1 and 1 + KEYS share key 1.
+    let mut swapped = ids.clone();
+    swapped.swap(1, 1 + KEYS);
+    assert_eq!(order_breaks(&sent, &ids, &swapped), vec![(1, 1)]);
+    let mut other_keys = ids.clone();
+    other_keys.swap(1, 2);
+    assert!(order_breaks(&sent, &ids, &other_keys).is_empty());
+    let mut redelivered = ids.clone();
+    redelivered.push(ids[1]);
+    assert!(order_breaks(&sent, &ids, &redelivered).is_empty());
+}
+
 /// N events through the fault proxy to a real Kafka-protocol broker (tansu, advertising
 /// the proxy's address, so that every connection of every client goes through the proxy):
-/// the producer, then the consumer, while the proxy cuts connections mid-request, holds
-/// replies then cuts, delays, slows the link and refuses connections, on a schedule drawn
-/// from the printed seed. Counted from outside, on a clean link afterwards: the topic
-/// holds every event once, with its original id, in order per key (an idempotent producer
-/// on a broker that checks sequence numbers); `shutdown` said Ok only because all were
-/// there; the consumer's receivers saw every event, in the topic's order per key (a
-/// redelivery is what at-least-once allows and is printed), nothing was dead-lettered and
-/// the group's committed offsets reach the end of every partition.
+/// the producer (about 8 s of producing), then the consumer, while the proxy cuts
+/// connections mid-request, holds replies then cuts, delays, slows the link and refuses
+/// connections, on a schedule drawn from the printed seed. The consumer's receiver takes
+/// 0-3 ms; the consumer is stopped (gracefully or by aborting its task) and started again
+/// in its group up to `RESTARTS` times, sometimes with two members at once, and the proxy
+/// is down once for longer than the session timeout. Counted from outside, on a clean
+/// link afterwards: the topic holds every event once, with its original id, in order per
+/// key (an idempotent producer on a broker that checks sequence numbers); `shutdown` said
+/// Ok only because all were there; the receivers saw every event, in the topic's order per
+/// key (a redelivery is what at-least-once allows and is printed), each graceful stop
+/// returned within 60 s, nothing was dead-lettered and the group's committed offsets reach
+/// the end of every partition.
+///
+/// The seed replays the fault schedule and the stops, not the timing of threads and
+/// network: a failure may not come back with its seed (run it a few times).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_through_a_proxy_to_a_real_broker_loses_doubles_and_reorders_nothing() {
     use openedx_events::kafka::{KafkaConsumer, KafkaConsumerOptions, KafkaProducer};
@@ -1857,7 +1964,15 @@ async fn kafka_through_a_proxy_to_a_real_broker_loses_doubles_and_reorders_nothi
         .with("EVENTS_SERVICE_NAME", "fault-test")
         .with("EVENT_BUS_KAFKA_CONSUMER_CONFIG_SESSION_TIMEOUT_MS", "10000")
         .with("EVENT_BUS_KAFKA_CONSUMER_CONFIG_HEARTBEAT_INTERVAL_MS", "1000")
-        .with("EVENT_BUS_KAFKA_CONFIG_RECONNECT_BACKOFF_MAX_MS", "500");
+        .with("EVENT_BUS_KAFKA_CONFIG_RECONNECT_BACKOFF_MAX_MS", "500")
+        // One record per batch: tansu 0.6.0 answers a fetch at an offset inside a batch
+        // with the batches after it, so a consumer that resumes mid-batch (a restart, a
+        // rebalance, a cut fetch) silently skips the rest of that batch, or polls nothing
+        // forever when it is the partition's last. Fixed upstream after 0.6.0 (tansu
+        // commit 87db6ea, "return the batch containing a mid-batch fetch offset"); found
+        // by this test as events missing behind a committed offset and as stalled
+        // partitions. With single-record batches no offset is inside a batch.
+        .with("EVENT_BUS_KAFKA_PRODUCER_CONFIG_BATCH_NUM_MESSAGES", "1");
 
     // Produce under faults.
     let n = 2000usize;
@@ -1868,7 +1983,7 @@ async fn kafka_through_a_proxy_to_a_real_broker_loses_doubles_and_reorders_nothi
         tokio::spawn(produce_with_pauses(
             producer.clone(),
             records,
-            Duration::from_millis(30),
+            Duration::from_millis(80),
         ))
         .await
         .unwrap()
@@ -1883,20 +1998,94 @@ async fn kafka_through_a_proxy_to_a_real_broker_loses_doubles_and_reorders_nothi
     let mut history = vec![proxy.history()];
     proxy.log.clear();
 
-    let (in_topic, by_partition) = topic_ids(&bootstrap, &topic, partitions, n);
+    let (in_topic, by_partition, written) = topic_ids(&bootstrap, &topic, partitions, n);
     let produced = judge(&sent, &by_partition);
 
-    // Consume under faults.
-    let deliveries = record_deliveries(&sent);
-    let group = kafka_support::unique("g");
-    let consumer = KafkaConsumer::new(&settings, "xblock", &group, KafkaConsumerOptions::default()).unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let consuming = tokio::spawn(consumer.run(async move {
-        let _ = stop_rx.await;
-    }));
     let distinct = |d: &Mutex<Vec<uuid::Uuid>>| d.lock().unwrap().iter().collect::<HashSet<_>>().len();
     let want = in_topic.iter().collect::<HashSet<_>>().len();
-    let (done, faults) = run_faults(proxy, seed ^ 0xc0de, 60_000);
+    // Consume under faults, with a receiver that takes 0-3 ms per event and the consumer
+    // stopped and started again in the same group every 0.5-4 s: gracefully or by aborting
+    // its task, sometimes with the next one started before the old one is gone (two members
+    // sharing the partitions), and once with the proxy down for longer than the session
+    // timeout (10 s). A stop in the middle of a message must leave it to be delivered
+    // again: an offset stored or committed before its message was handled shows as a
+    // missing event.
+    let deliveries = record_deliveries(&sent, 3);
+    let group = kafka_support::unique("g");
+    let start_consumer = || {
+        let consumer = KafkaConsumer::new(&settings, "xblock", &group, KafkaConsumerOptions::default()).unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(consumer.run(async move {
+            let _ = stop_rx.await;
+        }));
+        (stop_tx, task)
+    };
+    let (outage_tx, outage_rx) = tokio::sync::watch::channel(false);
+    let (done, faults) =
+        run_faults_with_outage(proxy, seed ^ 0xc0de, 60_000, Some((outage_rx, Duration::from_secs(13))));
+    // The stops, and the long outage, at points drawn from the seed while the events flow.
+    let mut restarts = Rng::new(seed ^ 0x5e55);
+    let span = want as u64;
+    let mut points: Vec<usize> = (0..RESTARTS)
+        .map(|_| restarts.range(span / 20, span - span / 20) as usize)
+        .collect();
+    points.sort_unstable();
+    let outage_at = restarts.range(span / 10, span / 2) as usize;
+    let mut stops: Vec<String> = Vec::new();
+    let mut graceful_failures: Vec<String> = Vec::new();
+    let mut current = start_consumer();
+    for point in points {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while distinct(&deliveries) < point && Instant::now() < deadline {
+            if distinct(&deliveries) >= outage_at {
+                outage_tx.send_replace(true);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let next = restarts.chance(30).then(start_consumer);
+        let overlap = if next.is_some() {
+            ", the next one started first"
+        } else {
+            ""
+        };
+        let at = format!("at {} of {want} delivered{overlap}", distinct(&deliveries));
+        let (stop_tx, task) = current;
+        if restarts.chance(50) {
+            let began = Instant::now();
+            let _ = stop_tx.send(());
+            let outcome = match tokio::time::timeout(Duration::from_secs(60), task).await {
+                Ok(Ok(Ok(stats))) if stats.dead_lettered == 0 => {
+                    format!(
+                        "stopped {at}: {} handled, in {} ms",
+                        stats.handled,
+                        began.elapsed().as_millis()
+                    )
+                }
+                Ok(Ok(other)) => format!("stop {at} returned {other:?}"),
+                Ok(Err(e)) => format!("stop {at}: the consumer task failed: {e}"),
+                Err(_) => format!("stop {at}: not stopped within 60 s"),
+            };
+            if !outcome.starts_with("stopped") {
+                graceful_failures.push(outcome.clone());
+            }
+            stops.push(outcome);
+        } else {
+            task.abort();
+            let _ = task.await;
+            stops.push(format!("aborted {at}"));
+        }
+        let missing: Vec<uuid::Uuid> = {
+            let seen: HashSet<uuid::Uuid> = deliveries.lock().unwrap().iter().copied().collect();
+            by_partition.iter().filter(|id| !seen.contains(id)).copied().collect()
+        };
+        let committed = tokio::task::block_in_place(|| try_committed_offsets(&bootstrap, &group, &topic, partitions));
+        stops.push(format!(
+            "    then committed {committed:?}; not yet delivered {}",
+            offset_ranges(&written, &missing)
+        ));
+        current = next.unwrap_or_else(start_consumer);
+    }
+    outage_tx.send_replace(true);
     let deadline = Instant::now() + Duration::from_secs(60);
     while distinct(&deliveries) < want && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -1913,29 +2102,43 @@ async fn kafka_through_a_proxy_to_a_real_broker_loses_doubles_and_reorders_nothi
     {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let (stop_tx, consuming) = current;
     let _ = stop_tx.send(());
     let consumed = tokio::time::timeout(Duration::from_secs(30), consuming)
         .await
         .expect("the consumer did not stop within 30 s of its shutdown")
         .expect("the consumer task panicked");
     let committed = committed_sum(&bootstrap, &group, &topic, partitions);
+    // What the dead-letter topic holds, from its watermarks (no waiting for messages
+    // that may come): every consumer has stopped, and a message is dead-lettered only once
+    // its write was acknowledged.
     let dead = {
+        use rdkafka::consumer::Consumer;
         let reader: rdkafka::consumer::BaseConsumer = rdkafka::config::ClientConfig::new()
             .set("bootstrap.servers", &bootstrap)
-            .set("group.id", kafka_support::unique("reader"))
             .create()
             .unwrap();
-        read_topic(&reader, &dead_letter, 1, 0).len()
+        let (low, high) = reader
+            .fetch_watermarks(&dead_letter, 0, Duration::from_secs(10))
+            .unwrap();
+        high - low
     };
     let delivered = deliveries.lock().unwrap().clone();
     let received = judge(&sent, &delivered);
     let consumer_order_breaks = order_breaks(&sent, &by_partition, &delivered);
+    let missing_ids: Vec<uuid::Uuid> = {
+        let missing: HashSet<usize> = received.missing.iter().copied().collect();
+        sent.iter()
+            .filter(|(_, seq)| missing.contains(seq))
+            .map(|(id, _)| *id)
+            .collect()
+    };
     let report = format!(
         "seed {seed} (replay with OEV_FAULT_SEED={seed})\nproducer shutdown {shutdown:?}, refused {}\n\
          topic holds {} messages for {n} events: missing {}, doubled {}, out of order {:?}, unknown {}\n\
-         consumer {consumed:?}: {} deliveries, missing {}, redelivered {}, out of order against the \
-         topic (key, seq) {consumer_order_breaks:?}\ncommitted {committed} of {}; dead-lettered {dead}\n\
-         producer faults:\n  {}\nconsumer faults:\n  {}\ntansu log (tail):\n{}",
+         consumer {consumed:?}: {} deliveries, missing {} (offsets {}), redelivered {}, out of order \
+         against the topic (key, seq) {consumer_order_breaks:?}\ncommitted {committed} of {}; dead-lettered {dead}\n\
+         consumer stops and restarts:\n  {}\nproducer faults:\n  {}\nconsumer faults:\n  {}\ntansu log (tail):\n{}",
         short(&refused),
         in_topic.len(),
         short(&produced.missing),
@@ -1944,8 +2147,10 @@ async fn kafka_through_a_proxy_to_a_real_broker_loses_doubles_and_reorders_nothi
         produced.unknown,
         delivered.len(),
         short(&received.missing),
+        offset_ranges(&written, &missing_ids),
         received.doubled.len(),
         in_topic.len(),
+        stops.join("\n  "),
         history[0],
         history[1],
         broker.log_text()
@@ -1960,6 +2165,7 @@ async fn kafka_through_a_proxy_to_a_real_broker_loses_doubles_and_reorders_nothi
             && produced.unknown == 0
             && in_topic.len() == n
             && consumed.as_ref().is_ok_and(|stats| stats.dead_lettered == 0)
+            && graceful_failures.is_empty()
             && received.missing.is_empty()
             && consumer_order_breaks.is_empty()
             && committed == n as i64

@@ -306,11 +306,43 @@ impl FaultProxy {
         max_bytes_before_cut: u64,
         done: &tokio::sync::watch::Receiver<bool>,
     ) {
+        self.run_schedule_with_outage(rng, max_bytes_before_cut, None, done)
+            .await;
+    }
+
+    /// [`run_schedule`](Self::run_schedule), with one long outage: once `outage`'s
+    /// trigger is set, the current phase ends and the proxy is down for its length (e.g.
+    /// longer than a consumer group's session timeout).
+    pub async fn run_schedule_with_outage(
+        &mut self,
+        rng: &mut Rng,
+        max_bytes_before_cut: u64,
+        outage: Option<(tokio::sync::watch::Receiver<bool>, Duration)>,
+        done: &tokio::sync::watch::Receiver<bool>,
+    ) {
         let mut done = done.clone();
+        let mut outage = outage;
         while !*done.borrow() {
-            let (phase, length) = random_phase(rng, max_bytes_before_cut);
+            let (phase, length) = match outage.take_if(|(trigger, _)| *trigger.borrow()) {
+                Some((_, length)) => {
+                    self.log
+                        .push(format!("(the long outage: down for {} ms)", length.as_millis()));
+                    (Phase::Down, length)
+                }
+                None => random_phase(rng, max_bytes_before_cut),
+            };
             self.set_phase(&phase).await;
-            let _ = tokio::time::timeout(length, done.wait_for(|d| *d)).await;
+            let triggered = async {
+                match &mut outage {
+                    Some((trigger, _)) => drop(trigger.wait_for(|t| *t).await),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(length) => {}
+                _ = done.wait_for(|d| *d) => {}
+                _ = triggered => {}
+            }
         }
         self.set_phase(&Phase::Toxics(Vec::new())).await;
     }

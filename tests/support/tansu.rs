@@ -124,5 +124,13 @@ impl Drop for Tansu {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // `OEV_KEEP_TANSU_LOG=<dir>` keeps the whole log there, to study a failure.
+        if let Some(dir) = std::env::var_os("OEV_KEEP_TANSU_LOG") {
+            let to = std::path::Path::new(&dir).join(format!("tansu-{}.log", self.listen.port()));
+            match std::fs::copy(&self.log, &to) {
+                Ok(_) => eprintln!("tansu's log kept in {}", to.display()),
+                Err(e) => eprintln!("cannot keep tansu's log in {}: {e}", to.display()),
+            }
+        }
     }
 }
