@@ -2012,12 +2012,16 @@ async fn kafka_through_a_proxy_to_a_real_broker_loses_doubles_and_reorders_nothi
     // missing event.
     let deliveries = record_deliveries(&sent, 3);
     let group = kafka_support::unique("g");
+    let started = std::sync::atomic::AtomicUsize::new(0);
     let start_consumer = || {
+        use tracing::Instrument;
         let consumer = KafkaConsumer::new(&settings, "xblock", &group, KafkaConsumerOptions::default()).unwrap();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(consumer.run(async move {
+        let n = started.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let run = consumer.run(async move {
             let _ = stop_rx.await;
-        }));
+        });
+        let task = tokio::spawn(run.instrument(tracing::info_span!("consumer", n)));
         (stop_tx, task)
     };
     let (outage_tx, outage_rx) = tokio::sync::watch::channel(false);

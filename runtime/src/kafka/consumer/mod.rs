@@ -315,6 +315,12 @@ impl KafkaConsumer {
             if let Err(e) = self.consumer.store_offset_from_message(&message) {
                 tracing::error!(topic = %self.topic, error = %e, "cannot store offset");
             }
+            tracing::debug!(
+                topic = %self.topic,
+                partition = message.partition(),
+                offset = message.offset(),
+                "message handled; its offset stored"
+            );
             self.consumer.context().replayed(message.partition());
             match outcome {
                 Handled::Ok => {
