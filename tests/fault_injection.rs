@@ -1617,7 +1617,7 @@ async fn kafka_producer_and_consumer_through_broker_faults_lose_double_and_reord
         tokio::join!(wait, schedule)
     };
     let shutdown = producer.shutdown(Duration::from_secs(30)).await;
-    let (in_topic, by_partition, written) = topic_ids(&bootstrap, &topic, partitions, n);
+    let (in_topic, by_partition, _) = topic_ids(&bootstrap, &topic, partitions, n);
     let produced = judge(&sent, &by_partition);
     faults.push("-- consumer --".to_owned());
 

@@ -6,8 +6,11 @@
 /// threads, for as long as the broker takes to answer (seconds when it is unreachable).
 /// `KafkaConsumer::run` closes its clients on tokio's blocking pool; this covers every
 /// other way they go: a consumer dropped without running, or a `run` future dropped
-/// half-way (its task aborted), inside a runtime. There the client is closed on a
-/// thread of its own, which nobody waits for; outside a runtime, in place.
+/// half-way (its task aborted), inside a runtime. There the client is closed on the
+/// runtime's blocking pool, which the runtime's shutdown waits for, so a process that
+/// ends right after still commits what was handled and leaves its group (the partitions
+/// move at once, not after the session timeout). Outside a runtime, or when the runtime
+/// is already shutting down, it is closed in place.
 pub(super) struct CloseOffRuntime<T: Send + 'static>(Option<T>);
 
 impl<T: Send + 'static> CloseOffRuntime<T> {
@@ -39,15 +42,10 @@ impl<T: Send + 'static> std::ops::Deref for CloseOffRuntime<T> {
 impl<T: Send + 'static> Drop for CloseOffRuntime<T> {
     fn drop(&mut self) {
         let Some(client) = self.0.take() else { return };
-        if tokio::runtime::Handle::try_current().is_err() {
-            return drop(client);
-        }
-        let spawned = std::thread::Builder::new()
-            .name("kafka-client-close".into())
-            .spawn(move || drop(client));
-        if let Err(e) = spawned {
-            // The client went with the failed spawn's closure: it was closed in place.
-            tracing::error!(error = %e, "cannot start a thread to close a kafka client; it was closed on this thread");
+        match tokio::runtime::Handle::try_current() {
+            // A runtime shutting down drops the task, and with it the client, in place.
+            Ok(runtime) => drop(runtime.spawn_blocking(move || drop(client))),
+            Err(_) => drop(client),
         }
     }
 }
@@ -68,7 +66,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn dropped_inside_a_runtime_it_closes_on_a_thread_of_its_own_without_waiting() {
+    async fn dropped_inside_a_runtime_it_closes_off_the_runtime_thread_without_waiting() {
         let (tx, rx) = mpsc::channel();
         let began = Instant::now();
         drop(CloseOffRuntime::new(SlowClose(tx)));
@@ -77,7 +75,24 @@ mod tests {
             "the drop waited for the close"
         );
         let thread = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-        assert_eq!(thread.as_deref(), Some("kafka-client-close"));
+        assert_ne!(thread, std::thread::current().name().map(str::to_owned));
+    }
+
+    #[test]
+    fn a_runtime_shutting_down_waits_for_the_close() {
+        let (tx, rx) = mpsc::channel();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        // A task that holds a client and never ends, as a consumer's `run` when `main` returns.
+        runtime.spawn(async move {
+            let _client = CloseOffRuntime::new(SlowClose(tx));
+            std::future::pending::<()>().await;
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        drop(runtime);
+        assert!(rx.try_recv().is_ok(), "the runtime ended before the client was closed");
     }
 
     #[test]

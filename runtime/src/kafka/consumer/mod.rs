@@ -355,11 +355,16 @@ impl KafkaConsumer {
         } = self;
         let clients = (consumer.take(), dead_letters.take());
         if fatal {
+            // Handed over through a slot, so that a failed spawn (which drops its closure
+            // here) leaves the clients to be leaked, not closed on this runtime thread.
+            let slot = Arc::new(Mutex::new(Some(clients)));
+            let theirs = Arc::clone(&slot);
             let spawned = std::thread::Builder::new()
                 .name("kafka-consumer-close".into())
-                .spawn(move || drop(clients));
+                .spawn(move || drop(theirs.lock().unwrap_or_else(|e| e.into_inner()).take()));
             if let Err(e) = spawned {
                 tracing::error!(error = %e, "cannot start a thread to close the failed kafka consumer; leaking it");
+                std::mem::forget(slot.lock().unwrap_or_else(|e| e.into_inner()).take());
             }
         } else {
             let _ = tokio::task::spawn_blocking(move || drop(clients)).await;
