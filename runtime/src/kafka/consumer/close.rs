@@ -52,7 +52,7 @@ impl<T: Send + 'static> Drop for CloseOffRuntime<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::CloseOffRuntime;
+    use crate::kafka::consumer::close::CloseOffRuntime;
     use std::sync::mpsc;
     use std::time::{Duration, Instant};
 
