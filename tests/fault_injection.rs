@@ -1842,6 +1842,12 @@ fn try_committed_offsets(
         .collect())
 }
 
+/// The ids of `in_topic` not among `delivered`.
+fn not_delivered(in_topic: &[uuid::Uuid], delivered: &[uuid::Uuid]) -> Vec<uuid::Uuid> {
+    let seen: HashSet<&uuid::Uuid> = delivered.iter().collect();
+    in_topic.iter().filter(|id| !seen.contains(id)).copied().collect()
+}
+
 /// Where `ids` are in the topic, as offset ranges per partition (`written`: (partition,
 /// id) in offset order per partition, from offset 0), e.g. `p0 [12-57, 60]`.
 fn offset_ranges(written: &[(i32, uuid::Uuid)], ids: &[uuid::Uuid]) -> String {
@@ -2004,8 +2010,8 @@ async fn kafka_through_a_proxy_to_a_real_broker_loses_doubles_and_reorders_nothi
     let distinct = |d: &Mutex<Vec<uuid::Uuid>>| d.lock().unwrap().iter().collect::<HashSet<_>>().len();
     let want = in_topic.iter().collect::<HashSet<_>>().len();
     // Consume under faults, with a receiver that takes 0-3 ms per event and the consumer
-    // stopped and started again in the same group every 0.5-4 s: gracefully or by aborting
-    // its task, sometimes with the next one started before the old one is gone (two members
+    // stopped and started again in the same group `RESTARTS` times, at points drawn from
+    // the seed while the events flow: gracefully or by aborting its task, sometimes with the next one started before the old one is gone (two members
     // sharing the partitions), and once with the proxy down for longer than the session
     // timeout (10 s). A stop in the middle of a message must leave it to be delivered
     // again: an offset stored or committed before its message was handled shows as a
@@ -2078,10 +2084,7 @@ async fn kafka_through_a_proxy_to_a_real_broker_loses_doubles_and_reorders_nothi
             let _ = task.await;
             stops.push(format!("aborted {at}"));
         }
-        let missing: Vec<uuid::Uuid> = {
-            let seen: HashSet<uuid::Uuid> = deliveries.lock().unwrap().iter().copied().collect();
-            by_partition.iter().filter(|id| !seen.contains(id)).copied().collect()
-        };
+        let missing = not_delivered(&by_partition, &deliveries.lock().unwrap());
         let committed = tokio::task::block_in_place(|| try_committed_offsets(&bootstrap, &group, &topic, partitions));
         stops.push(format!(
             "    then committed {committed:?}; not yet delivered {}",
@@ -2130,13 +2133,6 @@ async fn kafka_through_a_proxy_to_a_real_broker_loses_doubles_and_reorders_nothi
     let delivered = deliveries.lock().unwrap().clone();
     let received = judge(&sent, &delivered);
     let consumer_order_breaks = order_breaks(&sent, &by_partition, &delivered);
-    let missing_ids: Vec<uuid::Uuid> = {
-        let missing: HashSet<usize> = received.missing.iter().copied().collect();
-        sent.iter()
-            .filter(|(_, seq)| missing.contains(seq))
-            .map(|(id, _)| *id)
-            .collect()
-    };
     let report = format!(
         "seed {seed} (replay with OEV_FAULT_SEED={seed})\nproducer shutdown {shutdown:?}, refused {}\n\
          topic holds {} messages for {n} events: missing {}, doubled {}, out of order {:?}, unknown {}\n\
@@ -2151,7 +2147,7 @@ async fn kafka_through_a_proxy_to_a_real_broker_loses_doubles_and_reorders_nothi
         produced.unknown,
         delivered.len(),
         short(&received.missing),
-        offset_ranges(&written, &missing_ids),
+        offset_ranges(&written, &not_delivered(&by_partition, &delivered)),
         received.doubled.len(),
         in_topic.len(),
         stops.join("\n  "),

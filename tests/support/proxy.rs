@@ -334,7 +334,12 @@ impl FaultProxy {
             self.set_phase(&phase).await;
             let triggered = async {
                 match &mut outage {
-                    Some((trigger, _)) => drop(trigger.wait_for(|t| *t).await),
+                    // A trigger whose sender is gone never fires.
+                    Some((trigger, _)) => {
+                        if trigger.wait_for(|t| *t).await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
                     None => std::future::pending().await,
                 }
             };
